@@ -1,0 +1,224 @@
+"""The FastAPI application, built by `create_app(settings)`; nothing heavy happens at import."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from service import errors
+from service.chat import ChatService
+from service.engine import Engine
+from service.errors import APIError
+from service.metrics import Metrics
+from service.protocol import ChatCompletionRequest, FeedbackRequest
+from service.settings import Settings
+from service.store import Store, new_id
+
+log = logging.getLogger(__name__)
+
+
+class BodyLimit:
+    """Refuses request bodies over the limit, declared (Content-Length) or streamed (chunked)."""
+
+    class TooLarge(Exception):
+        pass
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyLimit.TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except BodyLimit.TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope, receive, send):
+        resp = errors.error_response(400, f"the request body is larger than {self.limit} bytes", None, "body_too_large")
+        await resp(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        store = Store(settings.db_path)
+        interrupted = store.mark_interrupted()
+        if interrupted:
+            log.warning("%d generations were cut off by the last shutdown; marked aborted", interrupted)
+        app.state.store = store
+        app.state.chat = None
+        app.state.load_error = None
+
+        def attach(eng: Engine) -> None:
+            app.state.engine = eng
+            app.state.chat = ChatService(settings, store, eng, metrics)
+            metrics.model_loaded.set(1)
+
+        if engine is not None:
+            attach(engine)
+            loader = None
+        else:
+            # Load in the background so /health can answer 503 while the model loads.
+            def load() -> None:
+                try:
+                    from adapters.base import load_model
+
+                    lm = load_model(settings.model, settings.model_cache_dir, settings.device)
+                    attach(Engine(lm.model, lm.tokenizer, lm.model_id, settings.max_batch_size))
+                    log.info("model %s loaded on %s (%s)", lm.model_id, lm.device, lm.dtype)
+                except Exception as exc:  # reported by /health, never swallowed
+                    log.exception("model failed to load")
+                    app.state.load_error = str(exc)
+
+            loader = threading.Thread(target=load, name="refinery-model-load", daemon=True)
+            loader.start()
+        yield
+        eng = getattr(app.state, "engine", None)
+        if eng is not None and engine is None:
+            eng.close()
+
+    app = FastAPI(title="Refinery", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    errors.install(app)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+        return response
+
+    def bearer(authorization: str | None) -> str | None:
+        if authorization and authorization.lower().startswith("bearer "):
+            return authorization[7:].strip()
+        return None
+
+    def require_key(authorization: str | None = Header(None)) -> None:
+        keys = settings.api_key_set
+        if not keys:
+            return
+        given = bearer(authorization)
+        if given is None:
+            raise APIError(401, "missing API key: send 'Authorization: Bearer <key>'", None, "missing_api_key")
+        if given not in keys and given != settings.admin_key:
+            raise APIError(401, "incorrect API key", None, "invalid_api_key")
+
+    def chat_service(request: Request) -> ChatService:
+        chat = request.app.state.chat
+        if chat is None:
+            raise APIError(503, "the model is still loading", None, "model_loading")
+        return chat
+
+    def store_of(request: Request) -> Store:
+        return request.app.state.store
+
+    # -- health and metrics --------------------------------------------------------------
+    @app.get("/health")
+    async def health(request: Request):
+        if request.app.state.load_error:
+            return JSONResponse({"status": "error", "error": request.app.state.load_error}, status_code=503)
+        if request.app.state.chat is None:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return {"status": "ok", "model": request.app.state.engine.model_id}
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # -- OpenAI-compatible API -----------------------------------------------------------
+    @app.get("/v1/models", dependencies=[Depends(require_key)])
+    async def list_models(chat: ChatService = Depends(chat_service)):
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "refinery"} for name in chat.model_names()
+        ]}
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
+    async def chat_completions(
+        req: ChatCompletionRequest,
+        chat: ChatService = Depends(chat_service),
+        x_conversation_id: str | None = Header(None),
+    ):
+        record, job = await chat.prepare(req, x_conversation_id)
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(
+                chat.stream(record, job, include_usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return await chat.complete(record, job)
+
+    # -- explicit feedback ---------------------------------------------------------------
+    def feedback_object(row: dict) -> dict:
+        return {"object": "feedback", **row}
+
+    @app.post("/v1/feedback", dependencies=[Depends(require_key)])
+    async def post_feedback(body: FeedbackRequest, store: Store = Depends(store_of)):
+        if body.comment is not None and len(body.comment) > settings.max_comment_chars:
+            raise APIError(400, f"comment is longer than {settings.max_comment_chars} characters", "comment", "comment_too_long")
+        if body.correction is not None and len(body.correction) > settings.max_correction_chars:
+            raise APIError(400, f"correction is longer than {settings.max_correction_chars} characters", "correction", "correction_too_long")
+        completion = await run_in_threadpool(store.get_completion, body.completion_id)
+        if completion is None:
+            raise APIError(404, f"no completion with id '{body.completion_id}'", "completion_id", "completion_not_found")
+        record = {
+            "id": body.id or new_id("fb-"),
+            "created": time.time(),
+            "completion_id": body.completion_id,
+            "conversation_id": completion["conversation_id"],
+            **body.model_dump(include={"thumb", "score", "reason", "comment", "correction", "user"}),
+        }
+        stored, created = await run_in_threadpool(store.add_feedback, record)
+        if stored["completion_id"] != body.completion_id:
+            raise APIError(409, f"feedback id '{record['id']}' is already used for another completion", "id", "id_conflict")
+        if created:
+            for kind in ("thumb", "score", "reason", "comment", "correction"):
+                if stored.get(kind) is not None:
+                    metrics.feedback.labels(f"{kind}_{stored[kind]}" if kind == "thumb" else kind).inc()
+        return JSONResponse(feedback_object(stored), status_code=201 if created else 200)
+
+    @app.get("/v1/feedback", dependencies=[Depends(require_key)])
+    async def list_feedback(
+        store: Store = Depends(store_of),
+        completion_id: str | None = None,
+        conversation_id: str | None = None,
+        since: float | None = Query(None, description="Unix time; only feedback created at or after it."),
+        limit: int = Query(100, ge=1, le=1000),
+    ):
+        rows = await run_in_threadpool(store.list_feedback, completion_id, conversation_id, since, limit)
+        return {"object": "list", "data": [feedback_object(r) for r in rows]}
+
+    @app.delete("/v1/feedback/{feedback_id}", dependencies=[Depends(require_key)])
+    async def delete_feedback(feedback_id: str, store: Store = Depends(store_of)):
+        if not await run_in_threadpool(store.delete_feedback, feedback_id):
+            raise APIError(404, f"no feedback with id '{feedback_id}'", "feedback_id", "feedback_not_found")
+        return {"id": feedback_id, "object": "feedback.deleted", "deleted": True}
+
+    return app

@@ -1,0 +1,196 @@
+"""Chat completions: validate, link to the conversation, generate, store, answer (or stream)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import AsyncIterator
+
+from starlette.concurrency import run_in_threadpool
+
+from service.engine import Delta, Engine, Failed, Finished, GenJob
+from service.errors import APIError
+from service.metrics import Metrics
+from service.protocol import ChatCompletionRequest
+from service.settings import Settings
+from service.store import Store, new_id
+
+DEFAULT_ALIASES = ("refinery", "default")
+
+
+class ChatService:
+    def __init__(self, settings: Settings, store: Store, engine: Engine, metrics: Metrics):
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.metrics = metrics
+
+    def model_names(self) -> list[str]:
+        return [self.engine.model_id]
+
+    def _resolve_model(self, name: str | None) -> tuple[str, str | None]:
+        """Returns (model id to report, adapter to use)."""
+        if name in (None, "", self.engine.model_id, *DEFAULT_ALIASES):
+            return self.engine.model_id, None
+        raise APIError(404, f"The model '{name}' does not exist", "model", "model_not_found")
+
+    def _validate(self, req: ChatCompletionRequest) -> tuple[list[dict], int]:
+        s = self.settings
+        if len(req.messages) > s.max_messages:
+            raise APIError(400, f"too many messages: {len(req.messages)} > {s.max_messages}", "messages", "too_many_messages")
+        messages = [m.plain() for m in req.messages]
+        for i, m in enumerate(messages):
+            if len(m["content"]) > s.max_message_chars:
+                raise APIError(
+                    400, f"message {i} is {len(m['content'])} characters long; the limit is {s.max_message_chars}",
+                    f"messages.{i}.content", "message_too_long",
+                )
+        if not any(m["role"] == "user" for m in messages):
+            raise APIError(400, "messages must contain at least one user message", "messages", "invalid_value")
+        budget = req.token_budget or s.default_max_tokens
+        if budget > s.max_tokens_limit:
+            param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+            raise APIError(400, f"{param} is {budget}; the limit is {s.max_tokens_limit}", param, "max_tokens_too_large")
+        return messages, budget
+
+    async def prepare(self, req: ChatCompletionRequest, conversation_header: str | None) -> tuple[dict, GenJob]:
+        """Everything up to the start of generation: validation, conversation link, the record."""
+        model_id, adapter = self._resolve_model(req.model)
+        messages, budget = self._validate(req)
+        prompt_ids = self.engine.encode_chat(messages)
+        if len(prompt_ids) + budget > self.settings.max_context_tokens:
+            raise APIError(
+                400,
+                f"the prompt has {len(prompt_ids)} tokens and {budget} more were asked for; "
+                f"this server's context is {self.settings.max_context_tokens} tokens",
+                "messages", "context_length_exceeded",
+            )
+        explicit = conversation_header or (req.metadata or {}).get("conversation_id")
+        parent = await run_in_threadpool(self.store.find_parent, messages)
+        conversation_id = explicit or (parent["conversation_id"] if parent else new_id("conv-"))
+        temperature = self.settings.default_temperature if req.temperature is None else req.temperature
+        top_p = 1.0 if req.top_p is None else req.top_p
+        record = {
+            "id": new_id("chatcmpl-"),
+            "created": time.time(),
+            "conversation_id": conversation_id,
+            "parent_id": parent["id"] if parent else None,
+            "messages": messages,
+            "status": "running",
+            "model": model_id,
+            "adapter_version": adapter,
+            "params": {"temperature": temperature, "top_p": top_p, "max_tokens": budget, "stop": req.stop, "seed": req.seed},
+            "stream": int(req.stream),
+            "user": req.user,
+            "metadata": req.metadata,
+        }
+        await run_in_threadpool(self.store.start_completion, record)
+        job = GenJob(prompt_ids, budget, temperature, top_p, req.seed, req.stop or [], adapter)
+        return record, job
+
+    async def _finish(self, record: dict, fin: Finished | None, error: str | None, started: float, ttft: float | None, text: str) -> None:
+        status = "ok" if fin and fin.finish_reason in ("stop", "length") else ("error" if error else "aborted")
+        latency = time.time() - started
+        await run_in_threadpool(
+            self.store.finish_completion, record["id"],
+            response=text, finish_reason=fin.finish_reason if fin else None, status=status,
+            prompt_tokens=fin.prompt_tokens if fin else None, completion_tokens=fin.completion_tokens if fin else None,
+            latency_ms=latency * 1000, ttft_ms=ttft * 1000 if ttft is not None else None, error=error,
+        )
+        self._observe(record, status, fin, latency, ttft)
+
+    def _observe(self, record, status, fin, latency, ttft):
+        m = self.metrics
+        m.completions.labels(record["model"], status).inc()
+        if fin:
+            m.tokens.labels("prompt").inc(fin.prompt_tokens)
+            m.tokens.labels("completion").inc(fin.completion_tokens)
+        m.latency.labels(str(bool(record["stream"])).lower()).observe(latency)
+        if ttft is not None:
+            m.ttft.observe(ttft)
+
+    @staticmethod
+    def _usage(fin: Finished) -> dict:
+        return {"prompt_tokens": fin.prompt_tokens, "completion_tokens": fin.completion_tokens,
+                "total_tokens": fin.prompt_tokens + fin.completion_tokens}
+
+    async def complete(self, record: dict, job: GenJob) -> dict:
+        started, ttft, fin = time.time(), None, None
+        self.metrics.in_flight.inc()
+        try:
+            async for ev in self.engine.stream(job):
+                if isinstance(ev, Delta) and ttft is None:
+                    ttft = time.time() - started
+                elif isinstance(ev, Failed):
+                    await self._finish(record, None, ev.message, started, ttft, "")
+                    raise APIError(500, ev.message, None, "generation_failed")
+                elif isinstance(ev, Finished):
+                    fin = ev
+        finally:
+            self.metrics.in_flight.dec()
+        await self._finish(record, fin, None, started, ttft, fin.text)
+        return {
+            "id": record["id"],
+            "object": "chat.completion",
+            "created": int(record["created"]),
+            "model": record["model"],
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": fin.text},
+                "finish_reason": fin.finish_reason,
+                "logprobs": None,
+            }],
+            "usage": self._usage(fin),
+            "system_fingerprint": None,
+            "conversation_id": record["conversation_id"],
+        }
+
+    async def stream(self, record: dict, job: GenJob, include_usage: bool) -> AsyncIterator[str]:
+        """SSE lines. If the client goes away, the generator is closed: generation stops and the
+        completion is stored as aborted with what was produced so far."""
+        started, ttft, fin, parts, done = time.time(), None, None, [], False
+        base = {"id": record["id"], "object": "chat.completion.chunk", "created": int(record["created"]),
+                "model": record["model"], "system_fingerprint": None}
+
+        def chunk(delta: dict, finish_reason=None, usage=None) -> str:
+            body = dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}])
+            if include_usage:
+                body["usage"] = usage
+            return f"data: {json.dumps(body, ensure_ascii=False, separators=(",", ":"))}\n\n"
+
+        self.metrics.in_flight.inc()
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            async for ev in self.engine.stream(job):
+                if isinstance(ev, Delta):
+                    if ttft is None:
+                        ttft = time.time() - started
+                    parts.append(ev.text)
+                    yield chunk({"content": ev.text})
+                elif isinstance(ev, Failed):
+                    await self._finish(record, None, ev.message, started, ttft, "".join(parts))
+                    done = True
+                    err = {"error": {"message": ev.message, "type": "server_error", "param": None, "code": "generation_failed"}}
+                    yield f"data: {json.dumps(err)}\n\n"
+                    return
+                else:
+                    fin = ev
+            # Stored before the client hears the end, so feedback sent right after finds it.
+            await self._finish(record, fin, None, started, ttft, fin.text)
+            done = True
+            yield chunk({}, fin.finish_reason)
+            if include_usage:
+                yield f"data: {json.dumps(dict(base, choices=[], usage=self._usage(fin)))}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            job.cancelled.set()  # stops the row at the engine's next step if still running
+            self.metrics.in_flight.dec()
+            if not done:
+                # Cancelled (client gone): no awaiting here, the task is being torn down.
+                latency = time.time() - started
+                self.store.finish_completion(
+                    record["id"], response="".join(parts), finish_reason=None, status="aborted",
+                    prompt_tokens=len(job.prompt_ids), completion_tokens=None, latency_ms=latency * 1000,
+                    ttft_ms=ttft * 1000 if ttft is not None else None, error="client disconnected",
+                )
+                self._observe(record, "aborted", None, latency, ttft)

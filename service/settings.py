@@ -1,0 +1,46 @@
+"""Settings from the environment (`REFINERY_*`) and a `.env` file, through pydantic-settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFINERY_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Where the database, model cache and adapters live.")
+    host: str = Field("127.0.0.1", description="Address `refinery serve` binds to.")
+    port: int = Field(8000, description="Port `refinery serve` listens on.")
+    model: str | None = Field(None, description="Base model: a local directory or hub id; unset = the embedded SmolLM2-135M-Instruct.")
+    model_cache: Path | None = Field(None, description="Where converted weights are cached; default <data_dir>/models.")
+    device: str = Field("auto", description="auto (CUDA when present), cpu or cuda.")
+
+    # A comma-separated list is friendlier in an env file than JSON.
+    api_keys: str = Field("", description="Comma-separated API keys for /v1/*; empty = no key needed.")
+    admin_key: str = Field("", description="Key for operator endpoints (/admin/*); empty = they are closed.")
+
+    max_body_bytes: int = Field(1_000_000, description="Largest accepted request body.")
+    max_messages: int = Field(200, description="Most messages in one chat request.")
+    max_message_chars: int = Field(32_000, description="Longest single message.")
+    max_tokens_limit: int = Field(1024, description="Largest max_tokens a request may ask for.")
+    default_max_tokens: int = Field(256, description="max_tokens when a request gives none.")
+    max_context_tokens: int = Field(2048, description="Prompt plus answer must fit in this many tokens.")
+    max_comment_chars: int = Field(4000, description="Longest feedback comment.")
+    max_correction_chars: int = Field(16_000, description="Longest corrected answer in feedback.")
+    default_temperature: float = Field(0.3, description="Sampling temperature when a request gives none (0 = greedy).")
+    max_batch_size: int = Field(8, description="Most requests decoded together in one batch.")
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "refinery.db"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.model_cache or self.data_dir / "models"
+
+    @property
+    def api_key_set(self) -> set[str]:
+        return {k.strip() for k in self.api_keys.split(",") if k.strip()}
