@@ -27,9 +27,6 @@ log = logging.getLogger(__name__)
 class BodyLimit:
     """Refuses request bodies over the limit, declared (Content-Length) or streamed (chunked)."""
 
-    class TooLarge(Exception):
-        pass
-
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
 
@@ -37,23 +34,27 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(scope, receive, send)
-        seen = 0
-
-        async def limited():
-            nonlocal seen
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.limit:
+                return await self._refuse(scope, receive, send)
+            return await self.app(scope, receive, send)
+        # No declared length (chunked): read it all, within the limit, then replay it.
+        messages, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise BodyLimit.TooLarge
-            return message
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                return await self._refuse(scope, receive, send)
+            if not message.get("more_body", False):
+                break
 
-        try:
-            await self.app(scope, limited, send)
-        except BodyLimit.TooLarge:
-            await self._refuse(scope, receive, send)
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope, receive, send):
         resp = errors.error_response(400, f"the request body is larger than {self.limit} bytes", None, "body_too_large")

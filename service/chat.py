@@ -18,6 +18,11 @@ from service.store import Store, new_id
 DEFAULT_ALIASES = ("refinery", "default")
 
 
+def sse(body: dict) -> str:
+    """One server-sent event line in the form OpenAI clients parse."""
+    return "data: " + json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+
+
 class ChatService:
     def __init__(self, settings: Settings, store: Store, engine: Engine, metrics: Metrics):
         self.settings = settings
@@ -156,7 +161,7 @@ class ChatService:
             body = dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}])
             if include_usage:
                 body["usage"] = usage
-            return f"data: {json.dumps(body, ensure_ascii=False, separators=(",", ":"))}\n\n"
+            return sse(body)
 
         self.metrics.in_flight.inc()
         try:
@@ -171,7 +176,7 @@ class ChatService:
                     await self._finish(record, None, ev.message, started, ttft, "".join(parts))
                     done = True
                     err = {"error": {"message": ev.message, "type": "server_error", "param": None, "code": "generation_failed"}}
-                    yield f"data: {json.dumps(err)}\n\n"
+                    yield sse(err)
                     return
                 else:
                     fin = ev
@@ -180,7 +185,7 @@ class ChatService:
             done = True
             yield chunk({}, fin.finish_reason)
             if include_usage:
-                yield f"data: {json.dumps(dict(base, choices=[], usage=self._usage(fin)))}\n\n"
+                yield sse(dict(base, choices=[], usage=self._usage(fin)))
             yield "data: [DONE]\n\n"
         finally:
             job.cancelled.set()  # stops the row at the engine's next step if still running

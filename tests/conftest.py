@@ -31,3 +31,39 @@ def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
     from adapters.base import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), tokenizer_source=embedded_model_dir)
+
+
+@pytest.fixture()
+def tiny_client(tmp_path, tiny_model_dir, model_cache):
+    """A TestClient on an app serving the tiny random model, its store in a temporary file."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, model=str(tiny_model_dir), model_cache=model_cache,
+                        _env_file=None, max_tokens_limit=64, default_max_tokens=8)
+    with TestClient(create_app(settings)) as client:
+        wait_healthy(client)
+        yield client
+
+
+def wait_healthy(client, timeout: float = 60) -> None:
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if client.get("/health").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"app not healthy: {client.get('/health').json()}")
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory, embedded_model_dir, model_cache):
+    """A real uvicorn server with the embedded model, shared by a test module."""
+    from tests.server import LiveServer
+
+    server = LiveServer(tmp_path_factory.mktemp("live"), model_cache).start()
+    yield server
+    server.stop()
