@@ -1,0 +1,144 @@
+"""The engine's batched decoding and the store's migrations and conversation links."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+
+import pytest
+import torch
+
+from service.engine import Delta, Engine, Finished, GenJob
+from service.store import MIGRATIONS, Store, transcript_hash
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    from adapters.base import load_model
+
+    lm = load_model(str(tiny_model_dir), tiny_model_dir)
+    eng = Engine(lm.model, lm.tokenizer, lm.model_id, max_batch_size=8)
+    yield eng
+    eng.close()
+
+
+def run(engine, jobs):
+    async def one(job):
+        deltas, fin = [], None
+        async for ev in engine.stream(job):
+            if isinstance(ev, Delta):
+                deltas.append(ev.text)
+            elif isinstance(ev, Finished):
+                fin = ev
+        assert "".join(deltas) == fin.text  # streamed text is exactly the final text
+        return fin
+
+    async def main():
+        return await asyncio.gather(*[one(j) for j in jobs])
+
+    return asyncio.run(main())
+
+
+PROMPTS = ["Hello there", "What is two plus two? Please answer carefully and show your work.", "Hi"]
+
+
+def test_batched_greedy_equals_one_at_a_time_and_generate(engine):
+    ids = [engine.encode_chat([{"role": "user", "content": p}]) for p in PROMPTS]
+    together = run(engine, [GenJob(i, 12) for i in ids])
+    alone = [run(engine, [GenJob(i, 12)])[0] for i in ids]
+    assert [f.text for f in together] == [f.text for f in alone]
+    for prompt_ids, fin in zip(ids, alone):
+        out = engine.model.generate(torch.tensor([prompt_ids]), max_new_tokens=12, do_sample=False)
+        expected = engine.tokenizer.decode(out[0, len(prompt_ids):], skip_special_tokens=True)
+        assert fin.text == expected
+        assert fin.prompt_tokens == len(prompt_ids)
+
+
+def test_rows_of_different_budgets_finish_independently(engine):
+    ids = engine.encode_chat([{"role": "user", "content": "Count"}])
+    short, long = run(engine, [GenJob(ids, 2), GenJob(ids, 9)])
+    assert short.completion_tokens <= 2 and long.completion_tokens <= 9
+    if long.finish_reason == "length":
+        assert long.completion_tokens == 9
+
+
+def test_seeded_sampling_is_reproducible(engine):
+    ids = engine.encode_chat([{"role": "user", "content": "Pick a word"}])
+    a = run(engine, [GenJob(ids, 10, temperature=1.0, seed=7)])[0]
+    b = run(engine, [GenJob(ids, 10, temperature=1.0, seed=7)])[0]
+    c = run(engine, [GenJob(ids, 10, temperature=1.0, seed=8)])[0]
+    assert a.text == b.text
+    assert a.text != c.text
+
+
+def test_stop_string_cuts_and_is_never_streamed(engine):
+    ids = engine.encode_chat([{"role": "user", "content": "Hello there"}])
+    full = run(engine, [GenJob(ids, 12)])[0].text
+    assert len(full) > 6
+    stop = full[3:6]
+    cut = run(engine, [GenJob(ids, 12, stop=[stop])])[0]
+    assert cut.finish_reason == "stop"
+    assert cut.text == full[: full.index(stop)]
+
+
+def test_cancel_mid_generation_stops_the_row(engine):
+    ids = engine.encode_chat([{"role": "user", "content": "Hello"}])
+    job = GenJob(ids, 60)
+    events, finished = [], threading.Event()
+
+    def emit(ev):
+        events.append(ev)
+        if sum(isinstance(e, Delta) for e in events) == 3:
+            job.cancelled.set()  # what a disconnecting client's stream does
+        if isinstance(ev, Finished):
+            finished.set()
+
+    job.emit = emit
+    engine.submit(job)
+    assert finished.wait(30)
+    fin = events[-1]
+    assert fin.finish_reason == "cancelled"
+    assert fin.completion_tokens < 10
+    other = run(engine, [GenJob(ids, 3)])[0]  # the engine keeps serving
+    assert other.completion_tokens <= 3
+
+
+def test_migrations_are_recorded_and_idempotent(tmp_path):
+    path = tmp_path / "r.db"
+    Store(path)
+    Store(path)  # a second open runs nothing again
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"completions", "feedback", "conversations"} <= tables
+
+
+def _record(cid, messages, conversation="conv-1"):
+    return {"id": cid, "created": 1.0, "conversation_id": conversation, "parent_id": None, "messages": messages,
+            "status": "running", "model": "m", "adapter_version": None, "params": {}, "stream": 0}
+
+
+def test_find_parent_and_interrupted(tmp_path):
+    store = Store(tmp_path / "r.db")
+    msgs = [{"role": "user", "content": "q"}]
+    store.start_completion(_record("c1", msgs))
+    assert store.find_parent(msgs + [{"role": "assistant", "content": "a"}, {"role": "user", "content": "n"}]) is None
+    store.finish_completion("c1", response="a", finish_reason="stop", status="ok", prompt_tokens=1,
+                            completion_tokens=1, latency_ms=1.0, ttft_ms=1.0)
+    follow = msgs + [{"role": "assistant", "content": "a"}, {"role": "user", "content": "n"}]
+    assert store.find_parent(follow)["id"] == "c1"
+    assert store.get_completion("c1")["transcript_hash"] == transcript_hash(follow[:2])
+    store.start_completion(_record("c2", follow))
+    assert store.mark_interrupted() == 1
+    assert store.get_completion("c2")["status"] == "aborted"
+
+
+def test_store_connections_are_per_thread(tmp_path):
+    store = Store(tmp_path / "r.db")
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(store.db))
+    t.start()
+    t.join()
+    assert seen[0] is not store.db
