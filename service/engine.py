@@ -74,6 +74,50 @@ class _Row:
                 self.generator.seed()
 
 
+class _Batch:
+    """Rows decoded together: their KV cache, attention mask, next tokens and positions.
+
+    Shapes: attn (rows, cached), next_ids and next_pos (rows, 1); cache tensors
+    (rows, heads, cached, head_dim).
+    """
+
+    def __init__(self, adapter, rows, past, attn, next_pos):
+        self.adapter, self.rows, self.past, self.attn, self.next_pos = adapter, rows, past, attn, next_pos
+        self.next_ids: torch.Tensor | None = None
+
+    def select(self, keep: list[int]) -> None:
+        idx = torch.tensor(keep, dtype=torch.long, device=self.attn.device)
+        self.rows = [self.rows[b] for b in keep]
+        if keep:
+            self.past.batch_select_indices(idx)
+            self.attn, self.next_pos, self.next_ids = self.attn[idx], self.next_pos[idx], self.next_ids[idx]
+
+    def merged_into(self, other: "_Batch | None") -> "_Batch":
+        """This batch's rows joined onto `other`'s; the shorter history is left-padded (masked)."""
+        if other is None or not other.rows:
+            return self
+        if not self.rows:
+            return other
+        width = max(self.attn.shape[1], other.attn.shape[1])
+
+        def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
+            missing = width - t.shape[dim]
+            if missing == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = missing
+            return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
+
+        for mine, theirs in zip(self.past.layers, other.past.layers):
+            theirs.keys = torch.cat([pad(theirs.keys, 2), pad(mine.keys, 2)], dim=0)
+            theirs.values = torch.cat([pad(theirs.values, 2), pad(mine.values, 2)], dim=0)
+        other.attn = torch.cat([pad(other.attn, 1), pad(self.attn, 1)], dim=0)
+        other.next_ids = torch.cat([other.next_ids, self.next_ids], dim=0)
+        other.next_pos = torch.cat([other.next_pos, self.next_pos], dim=0)
+        other.rows = other.rows + self.rows
+        return other
+
+
 class Engine:
     def __init__(self, model, tokenizer, model_id: str, max_batch_size: int = 8):
         self.model = model
@@ -125,35 +169,44 @@ class Engine:
     # -- the worker ----------------------------------------------------------------------
     def _worker(self) -> None:
         torch.set_grad_enabled(False)
+        waiting: list[GenJob] = []
+        batch: _Batch | None = None
         while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            batch = [job]
-            held: list[GenJob] = []
-            # Everything already waiting joins this batch (same adapter only: one batch, one
-            # set of weights, so no answer can come from two versions).
-            while len(batch) < self.max_batch_size:
+            # Block only when there is nothing to decode; otherwise just drain the queue.
+            incoming = [self._queue.get()] if batch is None and not waiting else []
+            while True:
                 try:
-                    nxt = self._queue.get_nowait()
+                    incoming.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                (batch if nxt.adapter == job.adapter else held).append(nxt)
-            for h in held:
-                self._queue.put(h)
-            batch = [j for j in batch if not j.cancelled.is_set()]
-            if not batch:
-                continue
+            if None in incoming:  # close(): whatever is in flight fails rather than hangs
+                for job in waiting + [j for j in incoming if j] + [r.job for r in (batch.rows if batch else [])]:
+                    job.emit(Failed("the server is shutting down"))
+                return
+            waiting += incoming
+            waiting = [j for j in waiting if not j.cancelled.is_set()]
+            # Continuous batching: waiting requests join the running batch at the next step.
+            # A batch runs one set of weights, so only requests for its adapter may join: no
+            # answer can ever come from two versions.
+            adapter = batch.adapter if batch is not None else (waiting[0].adapter if waiting else None)
+            room = self.max_batch_size - (len(batch.rows) if batch else 0)
+            joining = [j for j in waiting if j.adapter == adapter][:room]
+            waiting = [j for j in waiting if j not in joining]
             try:
-                self._run_batch(batch)
+                with self._select_adapter(adapter):
+                    if joining:
+                        batch = self._prefill(joining, adapter).merged_into(batch)
+                        self.batches_run += 1
+                    if batch is not None and batch.rows:
+                        self._decode_step(batch)
             except Exception as exc:  # a failed batch fails its requests, not the server
                 log.exception("generation failed")
-                for j in batch:
-                    j.emit(Failed(f"generation failed: {exc}"))
-            self.batches_run += 1
+                for job in {id(j): j for j in joining + [r.job for r in (batch.rows if batch else [])]}.values():
+                    job.emit(Failed(f"generation failed: {exc}"))
+                batch = None
+                continue
+            if batch is not None and not batch.rows:
+                batch = None
 
     def _select_adapter(self, adapter: str | None):
         """Context for running the model with `adapter` (None = base). Overridden with adapters."""
@@ -161,10 +214,9 @@ class Engine:
 
         return contextlib.nullcontext()
 
-    def _run_batch(self, jobs: list[GenJob]) -> None:
-        rows = [_Row(j, self.device) for j in jobs]
+    def _prefill(self, jobs: list[GenJob], adapter: str | None) -> "_Batch":
+        """Run the prompts of new requests (left-padded) and pick each one's first token."""
         width = max(len(j.prompt_ids) for j in jobs)
-        # Left padding keeps every row's next token at the last position.
         input_ids = torch.full((len(jobs), width), self.pad_id, dtype=torch.long)
         attn = torch.zeros((len(jobs), width), dtype=torch.long)
         for i, j in enumerate(jobs):
@@ -173,37 +225,30 @@ class Engine:
             attn[i, width - n:] = 1
         input_ids, attn = input_ids.to(self.device), attn.to(self.device)
         position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
-        max_steps = max(j.max_new_tokens for j in jobs)
-        active = list(range(len(rows)))  # batch index -> row index
-        past = None
-        with self._select_adapter(jobs[0].adapter):
-            for step in range(max_steps):
-                out = self.model(
-                    input_ids=input_ids,
-                    attention_mask=attn,
-                    position_ids=position_ids,
-                    past_key_values=past,
-                    use_cache=True,
-                )
-                past = out.past_key_values
-                logits = out.logits[:, -1, :].float()
-                next_tokens = []
-                for b, r in enumerate(active):
-                    next_tokens.append(self._step_row(rows[r], logits[b]))
-                keep = [b for b, r in enumerate(active) if not rows[r].done]
-                if not keep:
-                    break
-                if len(keep) < len(active):
-                    # Finished or cancelled rows leave the batch, cache included.
-                    idx = torch.tensor(keep, device=self.device)
-                    past.batch_select_indices(idx)
-                    attn = attn[idx]
-                    position_ids = position_ids[idx]
-                    next_tokens = [next_tokens[b] for b in keep]
-                    active = [active[b] for b in keep]
-                input_ids = torch.tensor(next_tokens, device=self.device).unsqueeze(-1)
-                attn = torch.cat([attn, torch.ones((len(active), 1), dtype=attn.dtype, device=self.device)], dim=-1)
-                position_ids = position_ids[:, -1:] + 1
+        out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids, use_cache=True)
+        batch = _Batch(adapter, [_Row(j, self.device) for j in jobs], out.past_key_values, attn,
+                       next_pos=position_ids[:, -1:] + 1)
+        self._sample_step(batch, out.logits[:, -1, :].float())
+        return batch
+
+    def _decode_step(self, batch: "_Batch") -> None:
+        """One token for every row of the batch."""
+        ones = torch.ones((len(batch.rows), 1), dtype=batch.attn.dtype, device=self.device)
+        batch.attn = torch.cat([batch.attn, ones], dim=-1)
+        out = self.model(input_ids=batch.next_ids, attention_mask=batch.attn, position_ids=batch.next_pos,
+                         past_key_values=batch.past, use_cache=True)
+        batch.past = out.past_key_values
+        batch.next_pos = batch.next_pos + 1
+        self._sample_step(batch, out.logits[:, -1, :].float())
+
+    def _sample_step(self, batch: "_Batch", logits: torch.Tensor) -> None:
+        """Shape: logits (rows, vocab). Picks each row's token, then drops finished rows."""
+        tokens = [self._step_row(row, logits[b]) for b, row in enumerate(batch.rows)]
+        batch.next_ids = torch.tensor(tokens, device=self.device).unsqueeze(-1)
+        keep = [b for b, row in enumerate(batch.rows) if not row.done]
+        if len(keep) < len(batch.rows):
+            # Finished or cancelled rows leave the batch, their cache included.
+            batch.select(keep)
 
     def _step_row(self, row: _Row, logits: torch.Tensor) -> int:
         """Pick the next token of one row, emit its new text, and decide whether it is done."""

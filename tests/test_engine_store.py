@@ -142,3 +142,51 @@ def test_store_connections_are_per_thread(tmp_path):
     t.start()
     t.join()
     assert seen[0] is not store.db
+
+
+def test_request_joining_a_running_batch_gets_the_same_answer(engine):
+    """Continuous batching: a request arriving mid-generation joins at the next step (its
+    shorter history left-padded in the cache) and both answers match their solo runs."""
+    long_ids = engine.encode_chat([{"role": "user", "content": "What is two plus two? Please answer carefully."}])
+    late_ids = engine.encode_chat([{"role": "user", "content": "Hi"}])
+    solo_long = run(engine, [GenJob(long_ids, 24)])[0].text
+    solo_late = run(engine, [GenJob(late_ids, 10)])[0].text
+
+    async def main():
+        late_job = GenJob(late_ids, 10)
+        results = {}
+        joined_at = None
+
+        async def long_client():
+            nonlocal joined_at
+            parts = []
+            async for ev in engine.stream(GenJob(long_ids, 24)):
+                if isinstance(ev, Delta):
+                    parts.append(ev.text)
+                    if len(parts) == 4:
+                        joined_at = len(parts)
+                        results["late_task"] = asyncio.ensure_future(late_client())
+                elif isinstance(ev, Finished):
+                    results["long"] = ev
+                    results.setdefault("order", []).append("long")
+            return parts
+
+        async def late_client():
+            async for ev in engine.stream(late_job):
+                if isinstance(ev, Finished):
+                    results["late"] = ev
+                    results.setdefault("order", []).append("late")
+
+        before = engine.batches_run
+        await long_client()
+        await results["late_task"]
+        return results, joined_at, engine.batches_run - before
+
+    results, joined_at, prefills = asyncio.run(main())
+    assert joined_at == 4
+    assert results["long"].text == solo_long
+    assert results["late"].text == solo_late
+    assert prefills == 2
+    if results["long"].completion_tokens == 24 and results["late"].completion_tokens == 10:
+        # It ran beside the long one instead of waiting for it to end.
+        assert results["order"] == ["late", "long"]
