@@ -6,13 +6,15 @@ import logging
 import threading
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI, Header, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from service import errors
+from service import admin, errors
+from service.auth import require_key
 from service.chat import ChatService
 from service.engine import Engine
 from service.errors import APIError
@@ -22,6 +24,7 @@ from service.settings import Settings
 from service.store import Store, new_id
 
 log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 class BodyLimit:
@@ -108,6 +111,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.metrics = metrics
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.include_router(admin.router)
+
+    @app.get("/review", include_in_schema=False)
+    async def review_page():
+        return FileResponse(STATIC / "review.html", media_type="text/html")
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
@@ -115,21 +123,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         route = request.scope.get("route")
         metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
         return response
-
-    def bearer(authorization: str | None) -> str | None:
-        if authorization and authorization.lower().startswith("bearer "):
-            return authorization[7:].strip()
-        return None
-
-    def require_key(authorization: str | None = Header(None)) -> None:
-        keys = settings.api_key_set
-        if not keys:
-            return
-        given = bearer(authorization)
-        if given is None:
-            raise APIError(401, "missing API key: send 'Authorization: Bearer <key>'", None, "missing_api_key")
-        if given not in keys and given != settings.admin_key:
-            raise APIError(401, "incorrect API key", None, "invalid_api_key")
 
     def chat_service(request: Request) -> ChatService:
         chat = request.app.state.chat

@@ -8,10 +8,12 @@ from typing import AsyncIterator
 
 from starlette.concurrency import run_in_threadpool
 
+from policies.scope import ScopeMatcher, with_principles
 from service.engine import Delta, Engine, Failed, Finished, GenJob
 from service.errors import APIError
 from service.metrics import Metrics
 from service.protocol import ChatCompletionRequest
+from service.review import PrincipleBook
 from service.settings import Settings
 from service.store import Store, new_id
 
@@ -24,11 +26,17 @@ def sse(body: dict) -> str:
 
 
 class ChatService:
-    def __init__(self, settings: Settings, store: Store, engine: Engine, metrics: Metrics):
+    def __init__(self, settings: Settings, store: Store, engine: Engine, metrics: Metrics, matcher: ScopeMatcher | None = None):
         self.settings = settings
         self.store = store
         self.engine = engine
         self.metrics = metrics
+        self.matcher = matcher or ScopeMatcher()
+        self.book = PrincipleBook(store)
+
+    def _scoped_principles(self, messages: list[dict]) -> list[dict]:
+        """Approved in-context principles whose domain covers this request."""
+        return self.matcher.applicable(self.book.approved_for_prompt(), messages)
 
     def model_names(self) -> list[str]:
         return [self.engine.model_id]
@@ -62,7 +70,8 @@ class ChatService:
         """Everything up to the start of generation: validation, conversation link, the record."""
         model_id, adapter = self._resolve_model(req.model)
         messages, budget = self._validate(req)
-        prompt_ids = self.engine.encode_chat(messages)
+        applied = await run_in_threadpool(self._scoped_principles, messages)
+        prompt_ids = self.engine.encode_chat(with_principles(messages, applied))
         if len(prompt_ids) + budget > self.settings.max_context_tokens:
             raise APIError(
                 400,
@@ -88,6 +97,7 @@ class ChatService:
             "stream": int(req.stream),
             "user": req.user,
             "metadata": req.metadata,
+            "principles_applied": [p["id"] for p in applied],
         }
         await run_in_threadpool(self.store.start_completion, record)
         job = GenJob(prompt_ids, budget, temperature, top_p, req.seed, req.stop or [], adapter)

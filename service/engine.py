@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
@@ -43,7 +44,7 @@ class Failed:
 Event = Delta | Finished | Failed
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: two equal-looking requests are still two requests
 class GenJob:
     prompt_ids: list[int]
     max_new_tokens: int
@@ -54,6 +55,13 @@ class GenJob:
     adapter: str | None = None
     emit: Callable[[Event], None] = lambda ev: None
     cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Call:
+    fn: Callable
+    adapter: str | None
+    future: Future
 
 
 class _Row:
@@ -133,7 +141,7 @@ class Engine:
                 eos.update(ids)
         self.eos_ids = eos
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
-        self._queue: queue.Queue[GenJob | None] = queue.Queue()
+        self._queue: queue.Queue[GenJob | _Call | None] = queue.Queue()
         self._thread = threading.Thread(target=self._worker, name="refinery-engine", daemon=True)
         self._thread.start()
         self.batches_run = 0
@@ -162,6 +170,28 @@ class Engine:
             # Reached on normal end too, where it is harmless: the row is already done.
             job.cancelled.set()
 
+    def generate_blocking(self, messages: list[dict], max_tokens: int, adapter: str | None = None,
+                          timeout: float = 600) -> str:
+        """Greedy answer for callers outside the event loop (the teacher wrapper, jobs)."""
+        done: Future = Future()
+
+        def emit(ev: Event) -> None:
+            if isinstance(ev, (Finished, Failed)) and not done.done():
+                done.set_result(ev)
+
+        self.submit(GenJob(self.encode_chat(messages), max_tokens, adapter=adapter, emit=emit))
+        ev = done.result(timeout)
+        if isinstance(ev, Failed):
+            raise RuntimeError(ev.message)
+        return ev.text
+
+    def call(self, fn: Callable, adapter: str | None = None) -> Future:
+        """Run `fn(model, tokenizer)` on the engine thread between decoding steps (scoring work
+        that must not race the model or its active adapter). Returns a Future."""
+        c = _Call(fn, adapter, Future())
+        self._queue.put(c)
+        return c.future
+
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=30)
@@ -181,9 +211,20 @@ class Engine:
                     break
             if None in incoming:  # close(): whatever is in flight fails rather than hangs
                 for job in waiting + [j for j in incoming if j] + [r.job for r in (batch.rows if batch else [])]:
-                    job.emit(Failed("the server is shutting down"))
+                    if isinstance(job, _Call):
+                        job.future.set_exception(RuntimeError("the engine is closed"))
+                    else:
+                        job.emit(Failed("the server is shutting down"))
                 return
-            waiting += incoming
+            for c in [j for j in incoming if isinstance(j, _Call)]:
+                try:
+                    with self._select_adapter(c.adapter):
+                        c.future.set_result(c.fn(self.model, self.tokenizer))
+                except Exception as exc:
+                    c.future.set_exception(exc)
+            waiting += [j for j in incoming if isinstance(j, GenJob)]
+            if batch is None and not waiting:
+                continue
             waiting = [j for j in waiting if not j.cancelled.is_set()]
             # Continuous batching: waiting requests join the running batch at the next step.
             # A batch runs one set of weights, so only requests for its adapter may join: no

@@ -69,9 +69,76 @@ MIGRATIONS: list[str] = [
     CREATE INDEX feedback_completion ON feedback(completion_id);
     CREATE INDEX feedback_conversation ON feedback(conversation_id, created);
     """,
+    # 2: natural feedback, follow-up likelihood, principles and their review, LLM failures
+    """
+    ALTER TABLE completions ADD COLUMN flr REAL;
+    ALTER TABLE completions ADD COLUMN principles_applied TEXT;
+    ALTER TABLE completions ADD COLUMN analysed INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX completions_analysed ON completions(analysed, status);
+    ALTER TABLE feedback ADD COLUMN analysed INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE natural_feedback (
+        id TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        completion_id TEXT NOT NULL REFERENCES completions(id),
+        follow_up_id TEXT NOT NULL REFERENCES completions(id),
+        conversation_id TEXT NOT NULL,
+        turn INTEGER NOT NULL,
+        user_turn TEXT NOT NULL,
+        category TEXT NOT NULL,
+        polarity TEXT NOT NULL,
+        span TEXT,
+        principle INTEGER NOT NULL,
+        source TEXT,
+        confidence REAL,
+        error TEXT
+    );
+    CREATE INDEX natural_completion ON natural_feedback(completion_id);
+    CREATE TABLE principles (
+        id TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        text TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        effect TEXT NOT NULL,
+        source TEXT NOT NULL,
+        checks TEXT NOT NULL DEFAULT '[]',
+        evidence TEXT NOT NULL DEFAULT '[]',
+        support INTEGER NOT NULL DEFAULT 1,
+        status TEXT NOT NULL DEFAULT 'candidate',
+        mode TEXT NOT NULL DEFAULT 'prompt',
+        proposer TEXT,
+        confidence REAL,
+        votes TEXT,
+        agreement REAL,
+        relevance REAL,
+        reject_reason TEXT,
+        merged_into TEXT
+    );
+    CREATE INDEX principles_status ON principles(status);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        object_type TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        before TEXT,
+        after TEXT,
+        reason TEXT
+    );
+    CREATE TABLE llm_failures (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created REAL NOT NULL,
+        task TEXT NOT NULL,
+        ref TEXT,
+        schema TEXT,
+        raw TEXT NOT NULL,
+        errors TEXT
+    );
+    """,
 ]
 
-JSON_COLUMNS = {"messages", "params", "metadata"}
+JSON_COLUMNS = {"messages", "params", "metadata", "principles_applied", "checks", "evidence", "votes", "before", "after", "raw", "errors"}
 
 
 def transcript_hash(messages: Iterable[dict]) -> str:

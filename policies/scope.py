@@ -1,0 +1,114 @@
+"""Is a request inside a principle's domain? A fast lexical matcher, and the teacher when it is capable.
+
+Unscoped prompting overgeneralises (C3PO): a rule about work emails must not reach a question
+about chemistry. The matcher runs on the request path, so it is pure string work: the
+domain's content words are compared with the request's, the head word of the domain (its last
+content word: "work *emails*", "*gardening*") counting double. Only borderline cases go to a
+capable teacher, and its verdicts are cached.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from pydantic import BaseModel
+
+STOP = set("""
+a an the and or of to in on at for with about from by as is are be been being it its this that these those
+my me i you your we our they their he she his her them when whenever while if then than so not no do does
+did can could would should will shall may might must any some all every each ask asks asking asked question
+questions answer answers answering request requests user users writing write writes written help helping
+something anything thing things stuff topic topics related regarding concerning like such via into up
+""".split())
+
+
+def stem(word: str) -> str:
+    """A light suffix stripper: enough to match email/emails, garden/gardening, cook/cooking."""
+    w = word.lower()
+    for suffix in ("ations", "ation", "ings", "ing", "ies", "es", "s", "ed", "ly"):
+        if len(w) - len(suffix) >= 4 and w.endswith(suffix):
+            w = w[: -len(suffix)]
+            if suffix == "ies":
+                w += "y"
+            break
+    return w
+
+
+def content_words(text: str) -> list[str]:
+    return [stem(w) for w in re.findall(r"[a-zA-Z][a-zA-Z'-]+", text) if w.lower() not in STOP and len(w) > 2]
+
+
+@lru_cache(maxsize=4096)
+def _domain_weights(domain: str) -> tuple[tuple[str, float], ...]:
+    words = content_words(domain)
+    if not words:
+        return ()
+    # The head of the first noun phrase ("work emails" -> emails) carries the domain.
+    first_phrase = re.split(r"[,;]| or | and ", domain.lower())[0]
+    head = (content_words(first_phrase) or words)[-1]
+    weights: dict[str, float] = {}
+    for w in words:
+        weights[w] = max(weights.get(w, 0.0), 2.0 if w == head else 1.0)
+    return tuple(weights.items())
+
+
+def lexical_score(domain: str, text: str) -> float:
+    """Share of the domain's (weighted) content words found in the text. 0..1."""
+    weights = _domain_weights(domain)
+    if not weights:
+        return 0.0
+    found = set(content_words(text))
+    total = sum(w for _, w in weights)
+    return sum(w for word, w in weights if word in found) / total
+
+
+class ScopeVerdict(BaseModel):
+    in_scope: bool
+
+
+class ScopeMatcher:
+    def __init__(self, llm=None, threshold: float = 0.5, ask_band: tuple[float, float] = (0.01, 0.5)):
+        from policies.teacher import is_capable
+
+        self.llm = llm if is_capable(llm) else None
+        self.threshold = threshold
+        self.ask_band = ask_band
+        self._cache: dict[tuple[str, str], bool] = {}
+
+    def in_scope(self, domain: str, text: str) -> bool:
+        score = lexical_score(domain, text)
+        if self.llm is not None and self.ask_band[0] <= score < self.ask_band[1]:
+            key = (domain, text[:2000])
+            if key not in self._cache:
+                self._cache[key] = self._ask(domain, text, score)
+            return self._cache[key]
+        return score >= self.threshold
+
+    def _ask(self, domain: str, text: str, score: float) -> bool:
+        from policies.teacher import StructuredFailure, ask_structured
+
+        prompt = (
+            "Decide whether a chat request falls inside a domain.\n"
+            f"Domain: {domain}\nRequest: {text[:2000]}\n"
+            'Answer with only JSON: {"in_scope": true} or {"in_scope": false}.'
+        )
+        try:
+            return ask_structured(self.llm, prompt, ScopeVerdict, retries=1).in_scope
+        except StructuredFailure:
+            return score >= self.threshold  # the lexical verdict stands when the teacher fails
+
+    def applicable(self, principles: list[dict], messages: list[dict]) -> list[dict]:
+        """The principles whose domain covers this request (judged on its last user turn)."""
+        last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        return [p for p in principles if self.in_scope(p["domain"], last_user)]
+
+
+def with_principles(messages: list[dict], principles: list[dict]) -> list[dict]:
+    """The messages with the applicable rules added to the system prompt."""
+    if not principles:
+        return messages
+    rules = "Follow these rules:\n" + "\n".join(f"- {p['text']}" for p in principles)
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": messages[0]["content"].rstrip() + "\n\n" + rules}] + messages[1:]
+    return [{"role": "system", "content": rules}] + messages

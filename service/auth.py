@@ -1,0 +1,45 @@
+"""API keys: `REFINERY_API_KEYS` for /v1/*, `REFINERY_ADMIN_KEY` for operator endpoints."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Header, Request
+
+from service.errors import APIError
+
+
+def bearer(authorization: str | None) -> str | None:
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return None
+
+
+def _matches(given: str, keys) -> bool:
+    # Constant-time comparison: no timing hints about how much of a key was right.
+    return any(hmac.compare_digest(given.encode(), k.encode()) for k in keys if k)
+
+
+def require_key(request: Request, authorization: str | None = Header(None)) -> None:
+    settings = request.app.state.settings
+    keys = settings.api_key_set
+    if not keys:
+        return
+    given = bearer(authorization)
+    if given is None:
+        raise APIError(401, "missing API key: send 'Authorization: Bearer <key>'", None, "missing_api_key")
+    if not _matches(given, keys | {settings.admin_key}):
+        raise APIError(401, "incorrect API key", None, "invalid_api_key")
+
+
+def require_admin(request: Request, authorization: str | None = Header(None)) -> str:
+    """Operator endpoints are closed until an admin key is set. Returns the operator's name."""
+    settings = request.app.state.settings
+    if not settings.admin_key:
+        raise APIError(401, "operator endpoints are disabled: set REFINERY_ADMIN_KEY", None, "admin_disabled")
+    given = bearer(authorization)
+    if given is None:
+        raise APIError(401, "missing admin key: send 'Authorization: Bearer <admin key>'", None, "missing_api_key")
+    if not _matches(given, {settings.admin_key}):
+        raise APIError(401, "incorrect admin key", None, "invalid_api_key")
+    return request.headers.get("x-operator", "admin")[:64]

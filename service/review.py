@@ -1,0 +1,187 @@
+"""Principles under review: the operations operators perform, each written to the audit log.
+
+The HTTP API, the review page and the CLI all go through `PrincipleBook`, so an action has the
+same rules and leaves the same audit record whichever way it was taken.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from service.store import Store, new_id
+
+STATUSES = ("candidate", "approved", "rejected", "merged")
+MODES = ("prompt", "adapter", "both")
+EDITABLE = ("text", "domain", "effect", "checks", "mode")
+
+
+class ReviewError(ValueError):
+    def __init__(self, message: str, status: int = 400, param: str | None = None):
+        super().__init__(message)
+        self.status, self.param = status, param
+
+
+def _dump(row: dict | None) -> str | None:
+    return None if row is None else json.dumps(row, ensure_ascii=False, default=str)
+
+
+class PrincipleBook:
+    def __init__(self, store: Store):
+        self.store = store
+
+    # -- reading -------------------------------------------------------------------------
+    def list(self, status: str | None = None, min_support: int | None = None,
+             min_agreement: float | None = None, limit: int = 200) -> list[dict]:
+        where, params = [], []
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if min_support is not None:
+            where.append("support >= ?")
+            params.append(min_support)
+        if min_agreement is not None:
+            where.append("agreement >= ?")
+            params.append(min_agreement)
+        sql = "SELECT * FROM principles"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY support DESC, created DESC LIMIT ?"
+        return [self.store._decode(r) for r in self.store.db.query(sql, params + [limit])]
+
+    def get(self, principle_id: str) -> dict:
+        row = self.store._one("SELECT * FROM principles WHERE id = ?", [principle_id])
+        if row is None:
+            raise ReviewError(f"no principle with id '{principle_id}'", 404, "principle_id")
+        return row
+
+    def evidence(self, principle: dict) -> list[dict]:
+        """The feedback a principle came from, with the exchange and a link to its conversation."""
+        out = []
+        for ref in principle["evidence"]:
+            kind, ref_id = ref.get("kind"), ref.get("id")
+            if kind == "feedback":
+                row = self.store._one(
+                    "SELECT f.*, c.messages AS messages, c.response AS response FROM feedback f "
+                    "JOIN completions c ON c.id = f.completion_id WHERE f.id = ?", [ref_id])
+                text = row and (row.get("comment") or row.get("correction"))
+            elif kind == "natural":
+                row = self.store._one(
+                    "SELECT n.*, c.response AS response, c.messages AS messages FROM natural_feedback n "
+                    "JOIN completions c ON c.id = n.completion_id WHERE n.id = ?", [ref_id])
+                text = row and (row.get("span") or row.get("user_turn"))
+            else:
+                row, text = None, None
+            if row is None:
+                out.append({"kind": kind, "id": ref_id, "missing": True})
+                continue
+            prompt = next((m["content"] for m in reversed(row["messages"]) if m["role"] == "user"), "")
+            out.append({
+                "kind": kind, "id": ref_id, "text": text, "completion_id": row["completion_id"],
+                "conversation_id": row["conversation_id"], "prompt": prompt, "response": row["response"],
+                "conversation_url": f"/admin/conversations/{row['conversation_id']}",
+            })
+        return out
+
+    def audit(self, object_id: str | None = None, limit: int = 200) -> list[dict]:
+        sql, params = "SELECT * FROM audit", []
+        if object_id:
+            sql += " WHERE object_id = ?"
+            params.append(object_id)
+        sql += " ORDER BY id DESC LIMIT ?"
+        return [self.store._decode(r) for r in self.store.db.query(sql, params + [limit])]
+
+    def approved_for_prompt(self) -> list[dict]:
+        return [self.store._decode(r) for r in self.store.db.query(
+            "SELECT * FROM principles WHERE status = 'approved' AND mode IN ('prompt', 'both') ORDER BY created")]
+
+    # -- writing -------------------------------------------------------------------------
+    def _write(self, actor: str, action: str, before: dict | None, after: dict, reason: str | None = None) -> dict:
+        db = self.store.db
+        row = {k: (json.dumps(v, ensure_ascii=False) if k in ("checks", "evidence", "votes") and v is not None else v)
+               for k, v in after.items()}
+        with db.conn:
+            db["principles"].upsert(row, pk="id")
+            db["audit"].insert({
+                "at": time.time(), "actor": actor, "action": action, "object_type": "principle",
+                "object_id": after["id"], "before": _dump(before), "after": _dump(after), "reason": reason,
+            })
+        return self.get(after["id"])
+
+    def create(self, fields: dict[str, Any], actor: str = "system") -> dict:
+        now = time.time()
+        row = {"id": new_id("pr-"), "created": now, "updated": now, "status": "candidate", "mode": "prompt",
+               "support": 1, "checks": [], "evidence": [], "source": "critique", **fields}
+        return self._write(actor, "propose", None, row)
+
+    def update(self, principle_id: str, changes: dict[str, Any], actor: str) -> dict:
+        before = self.get(principle_id)
+        bad = set(changes) - set(EDITABLE)
+        if bad:
+            raise ReviewError(f"cannot edit {sorted(bad)}; editable: {list(EDITABLE)}", 400, sorted(bad)[0])
+        if "mode" in changes and changes["mode"] not in MODES:
+            raise ReviewError(f"mode must be one of {MODES}", 400, "mode")
+        for key in ("text", "domain", "effect"):
+            if key in changes and not str(changes[key]).strip():
+                raise ReviewError(f"{key} must not be empty", 400, key)
+        if "checks" in changes:
+            changes["checks"] = validate_checks(changes["checks"])
+        after = {**before, **changes, "updated": time.time()}
+        return self._write(actor, "edit", before, after)
+
+    def approve(self, principle_id: str, actor: str, mode: str | None = None) -> dict:
+        before = self.get(principle_id)
+        if before["status"] == "merged":
+            raise ReviewError("this principle was merged into another; approve that one", 409, "principle_id")
+        if mode is not None and mode not in MODES:
+            raise ReviewError(f"mode must be one of {MODES}", 400, "mode")
+        after = {**before, "status": "approved", "mode": mode or before["mode"], "updated": time.time()}
+        return self._write(actor, "approve", before, after)
+
+    def reject(self, principle_id: str, actor: str, reason: str) -> dict:
+        if not reason or not reason.strip():
+            raise ReviewError("a reason is required to reject", 400, "reason")
+        before = self.get(principle_id)
+        after = {**before, "status": "rejected", "reject_reason": reason, "updated": time.time()}
+        return self._write(actor, "reject", before, after, reason)
+
+    def merge(self, principle_id: str, into_id: str, actor: str) -> dict:
+        """`principle_id` joins `into_id`: evidence and support move over; it is kept as merged."""
+        if principle_id == into_id:
+            raise ReviewError("cannot merge a principle into itself", 400, "into")
+        src, dst = self.get(principle_id), self.get(into_id)
+        if dst["status"] in ("merged", "rejected"):
+            raise ReviewError(f"cannot merge into a {dst['status']} principle", 409, "into")
+        evidence = dst["evidence"] + [e for e in src["evidence"] if e not in dst["evidence"]]
+        merged_dst = {**dst, "evidence": evidence, "support": len(evidence), "updated": time.time()}
+        self._write(actor, "merge_in", dst, merged_dst)
+        self._write(actor, "merge", src, {**src, "status": "merged", "merged_into": into_id, "updated": time.time()})
+        return self.get(into_id)
+
+    def add_evidence(self, principle_id: str, refs: list[dict], actor: str = "system") -> dict:
+        before = self.get(principle_id)
+        evidence = before["evidence"] + [r for r in refs if r not in before["evidence"]]
+        return self._write(actor, "support", before, {**before, "evidence": evidence, "support": len(evidence),
+                                                       "updated": time.time()})
+
+    def set_scores(self, principle_id: str, votes: dict, agreement: float | None, relevance: float | None) -> dict:
+        before = self.get(principle_id)
+        return self._write("system", "score", before, {**before, "votes": votes, "agreement": agreement,
+                                                        "relevance": relevance, "updated": time.time()})
+
+
+def validate_checks(checks: list) -> list[str]:
+    """Checks are kept in their compact text form (`starts_with "Summary:"`); each must parse."""
+    from policies.checks import parse_check
+
+    if not isinstance(checks, list):
+        raise ReviewError("checks must be a list of strings", 400, "checks")
+    out = []
+    for c in checks:
+        try:
+            parse_check(c)
+        except Exception as exc:
+            raise ReviewError(f"check {c!r} does not parse: {exc}", 400, "checks") from exc
+        out.append(c)
+    return out
