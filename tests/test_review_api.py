@@ -1,0 +1,165 @@
+"""Operator review over HTTP and the CLI, and scoped in-context application of approved principles."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from typer.testing import CliRunner
+
+ADMIN = {"Authorization": "Bearer admin-key"}
+
+
+@pytest.fixture()
+def client(tmp_path, tiny_model_dir, model_cache):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.conftest import wait_healthy
+
+    settings = Settings(data_dir=tmp_path, model=str(tiny_model_dir), model_cache=model_cache, _env_file=None,
+                        admin_key="admin-key", default_max_tokens=4)
+    with TestClient(create_app(settings)) as c:
+        wait_healthy(c)
+        yield c
+
+
+def book(client):
+    from service.review import PrincipleBook
+
+    return PrincipleBook(client.app.state.store)
+
+
+def seed(client, **fields):
+    base = {"text": "Do not use emojis in work emails", "domain": "work emails", "effect": "no emojis",
+            "source": "critique"}
+    return book(client).create({**base, **fields})
+
+
+def test_admin_endpoints_need_the_admin_key(client):
+    assert client.get("/admin/principles").status_code == 401
+    assert client.get("/admin/principles", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/admin/principles", headers=ADMIN).status_code == 200
+
+
+def test_admin_endpoints_closed_without_a_configured_key(tiny_client):
+    r = tiny_client.get("/admin/principles", headers=ADMIN)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "admin_disabled"
+
+
+def test_list_filters_show_approve_edit_reject_merge(client):
+    a = seed(client)
+    b = seed(client, text="Avoid emojis in emails to colleagues", support=3)
+    c = seed(client, text="Answer in French", domain="French lessons", effect="French")
+    listed = client.get("/admin/principles", params={"status": "candidate"}, headers=ADMIN).json()["data"]
+    assert {p["id"] for p in listed} == {a["id"], b["id"], c["id"]}
+    assert listed[0]["id"] == b["id"]  # most supported first
+    assert [p["id"] for p in client.get("/admin/principles", params={"min_support": 2}, headers=ADMIN).json()["data"]] == [b["id"]]
+
+    r = client.post(f"/admin/principles/{a['id']}/approve", json={"mode": "both"},
+                    headers={**ADMIN, "X-Operator": "ana"})
+    assert r.status_code == 200 and r.json()["status"] == "approved" and r.json()["mode"] == "both"
+
+    r = client.patch(f"/admin/principles/{a['id']}", json={"text": "No emojis in work emails", "domain": "work email"},
+                     headers=ADMIN)
+    assert r.json()["text"] == "No emojis in work emails" and r.json()["domain"] == "work email"
+    assert client.patch(f"/admin/principles/{a['id']}", json={}, headers=ADMIN).status_code == 400
+    assert client.patch(f"/admin/principles/{a['id']}", json={"mode": "sideways"}, headers=ADMIN).status_code == 400
+    assert client.patch(f"/admin/principles/{a['id']}", json={"status": "approved"}, headers=ADMIN).status_code == 400
+
+    assert client.post(f"/admin/principles/{c['id']}/reject", json={}, headers=ADMIN).status_code == 400
+    r = client.post(f"/admin/principles/{c['id']}/reject", json={"reason": "not ours to decide"}, headers=ADMIN)
+    assert r.json()["status"] == "rejected" and r.json()["reject_reason"] == "not ours to decide"
+
+    r = client.post(f"/admin/principles/{b['id']}/merge", json={"into": a["id"]}, headers=ADMIN)
+    assert r.status_code == 200
+    assert client.get(f"/admin/principles/{b['id']}", headers=ADMIN).json()["merged_into"] == a["id"]
+    assert client.post(f"/admin/principles/{a['id']}/merge", json={"into": a["id"]}, headers=ADMIN).status_code == 400
+    assert client.get("/admin/principles/pr-none", headers=ADMIN).status_code == 404
+
+    shown = client.get(f"/admin/principles/{a['id']}", headers=ADMIN).json()
+    actions = [(x["action"], x["actor"]) for x in shown["audit"]]
+    assert ("approve", "ana") in actions and ("edit", "admin") in actions and ("merge_in", "admin") in actions
+    approve = next(x for x in shown["audit"] if x["action"] == "approve")
+    assert approve["before"]["status"] == "candidate" and approve["after"]["status"] == "approved"
+
+
+def test_evidence_links_back_to_the_conversation(client):
+    c = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Draft an email"}]}).json()
+    fb = client.post("/v1/feedback", json={"completion_id": c["id"], "comment": "no emojis in my work emails"}).json()
+    p = seed(client, evidence=[{"kind": "feedback", "id": fb["id"]}])
+    shown = client.get(f"/admin/principles/{p['id']}", headers=ADMIN).json()
+    [ev] = shown["evidence_detail"]
+    assert ev["text"] == "no emojis in my work emails" and ev["prompt"] == "Draft an email"
+    conv = client.get(ev["conversation_url"], headers=ADMIN).json()
+    assert [x["id"] for x in conv["completions"]] == [c["id"]]
+    assert [x["id"] for x in conv["feedback"]] == [fb["id"]]
+
+
+def test_approved_principle_applies_in_its_domain_only(client):
+    p = seed(client)
+    in_domain = [{"role": "user", "content": "Write an email to my manager about the project deadline."}]
+    out_domain = [{"role": "user", "content": "What is the boiling point of water?"}]
+
+    def applied(messages):
+        body = client.post("/v1/chat/completions", json={"messages": messages}).json()
+        con = sqlite3.connect(client.app.state.settings.db_path)
+        row = con.execute("SELECT principles_applied FROM completions WHERE id = ?", (body["id"],)).fetchone()
+        return json.loads(row[0])
+
+    assert applied(in_domain) == []  # a candidate is not applied
+    client.post(f"/admin/principles/{p['id']}/approve", headers=ADMIN)
+    assert applied(in_domain) == [p["id"]]
+    assert applied(out_domain) == []
+    client.patch(f"/admin/principles/{p['id']}", json={"mode": "adapter"}, headers=ADMIN)
+    assert applied(in_domain) == []  # adapter-only principles are not prompted
+
+
+def test_with_principles_adds_rules_to_the_system_prompt():
+    from policies.scope import with_principles
+
+    rules = [{"text": "No emojis."}]
+    assert with_principles([{"role": "user", "content": "hi"}], rules)[0] == {
+        "role": "system", "content": "Follow these rules:\n- No emojis."}
+    merged = with_principles([{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hi"}], rules)
+    assert merged[0]["content"] == "Be kind.\n\nFollow these rules:\n- No emojis." and len(merged) == 2
+
+
+def test_scope_matcher_lexical_and_teacher():
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from policies.scope import ScopeMatcher, lexical_score
+
+    assert lexical_score("work emails", "Write an email to my boss") >= 0.5
+    assert lexical_score("work emails", "Write a poem about work") < 0.5
+    assert lexical_score("gardening", "Tips for gardening in spring?") == 1.0
+    assert lexical_score("gardening", "How do I bake bread?") == 0.0
+    # A borderline request goes to a capable teacher, whose verdict wins.
+    teacher = FakeListChatModel(responses=['{"in_scope": true}'])
+    m = ScopeMatcher(llm=teacher)
+    assert m.in_scope("work emails", "Write a poem about work") is True
+    assert m.in_scope("work emails", "Write a poem about work") is True  # cached: no second answer needed
+    assert ScopeMatcher().in_scope("work emails", "Write a poem about work") is False
+
+
+def test_cli_principles(client, tmp_path):
+    from service.cli import app
+
+    p = seed(client)
+    runner = CliRunner()
+    data = ["--data-dir", str(tmp_path)]
+    listed = runner.invoke(app, ["principles", "list", "--json", *data])
+    assert listed.exit_code == 0 and json.loads(listed.stdout.splitlines()[0])["id"] == p["id"]
+    r = runner.invoke(app, ["principles", "approve", p["id"], "--mode", "prompt", "--actor", "cli-op", *data])
+    assert r.exit_code == 0 and json.loads(r.stdout)["status"] == "approved"
+    r = runner.invoke(app, ["principles", "edit", p["id"], "--text", "No emojis, ever, in work emails", *data])
+    assert r.exit_code == 0 and json.loads(r.stdout)["text"] == "No emojis, ever, in work emails"
+    r = runner.invoke(app, ["principles", "show", p["id"], *data])
+    assert [a["actor"] for a in json.loads(r.stdout)["audit"]][:2] == [__import__("os").environ.get("USER", "cli"), "cli-op"]
+    r = runner.invoke(app, ["principles", "reject", p["id"], "--reason", "changed my mind", *data])
+    assert r.exit_code == 0 and json.loads(r.stdout)["status"] == "rejected"
+    assert runner.invoke(app, ["principles", "show", "pr-missing", *data]).exit_code == 2
+    # The running server sees the CLI's change.
+    assert client.get(f"/admin/principles/{p['id']}", headers=ADMIN).json()["status"] == "rejected"
