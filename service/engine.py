@@ -1,15 +1,18 @@
 """The inference engine: one model, one decoding thread, requests decoded together in batches.
 
 Requests are queued; a single worker thread owns the model, so no two forward passes ever
-race on it (and later, the active adapter is global state). Requests waiting together are
-decoded as one left-padded batch, token by token, each row with its own sampling parameters,
-seed, stop strings and budget, so every client gets its tokens as they are made and a client
-that goes away stops costing compute at the next step.
+race on it, and loading or unloading a LoRA adapter happens between steps. Requests are
+decoded together in one left-padded batch, token by token, each row with its own sampling
+parameters, seed, stop strings, budget and adapter version (PEFT's mixed-adapter forward), so
+every client gets its tokens as they are made, new requests join at the next step
+(continuous batching), and a client that goes away stops costing compute at the next step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import queue
 import threading
@@ -89,8 +92,8 @@ class _Batch:
     (rows, heads, cached, head_dim).
     """
 
-    def __init__(self, adapter, rows, past, attn, next_pos):
-        self.adapter, self.rows, self.past, self.attn, self.next_pos = adapter, rows, past, attn, next_pos
+    def __init__(self, rows, past, attn, next_pos):
+        self.rows, self.past, self.attn, self.next_pos = rows, past, attn, next_pos
         self.next_ids: torch.Tensor | None = None
 
     def select(self, keep: list[int]) -> None:
@@ -142,6 +145,13 @@ class Engine:
         self.eos_ids = eos
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
         self._queue: queue.Queue[GenJob | _Call | None] = queue.Queue()
+        # LoRA adapters loaded on the model, by name. A lease is held by every request that
+        # will run on an adapter, from before it is queued until its answer is stored; an
+        # adapter asked to unload goes only when its last lease is returned.
+        self.adapters: dict[str, str] = {}
+        self._leases: collections.Counter[str] = collections.Counter()
+        self._lease_lock = threading.Lock()
+        self._unload: set[str] = set()
         self._thread = threading.Thread(target=self._worker, name="refinery-engine", daemon=True)
         self._thread.start()
         self.batches_run = 0
@@ -179,8 +189,12 @@ class Engine:
             if isinstance(ev, (Finished, Failed)) and not done.done():
                 done.set_result(ev)
 
-        self.submit(GenJob(self.encode_chat(messages), max_tokens, adapter=adapter, emit=emit))
-        ev = done.result(timeout)
+        self.acquire(adapter)
+        try:
+            self.submit(GenJob(self.encode_chat(messages), max_tokens, adapter=adapter, emit=emit))
+            ev = done.result(timeout)
+        finally:
+            self.release(adapter)
         if isinstance(ev, Failed):
             raise RuntimeError(ev.message)
         return ev.text
@@ -191,6 +205,75 @@ class Engine:
         c = _Call(fn, adapter, Future())
         self._queue.put(c)
         return c.future
+
+    # -- adapters --------------------------------------------------------------------------
+    def acquire(self, name: str | None) -> None:
+        if name is None:
+            return
+        with self._lease_lock:
+            if name not in self.adapters:
+                raise KeyError(f"adapter {name!r} is not loaded")
+            self._leases[name] += 1
+
+    def release(self, name: str | None) -> None:
+        if name is None:
+            return
+        with self._lease_lock:
+            self._leases[name] -= 1
+            wake = self._leases[name] <= 0 and name in self._unload
+        if wake:
+            self.call(lambda m, t: None)  # let the worker unload it now
+
+    def leases(self, name: str) -> int:
+        with self._lease_lock:
+            return self._leases[name]
+
+    def load_adapter(self, name: str, path: str) -> Future:
+        """Load a LoRA adapter under `name` (on the engine thread, between steps)."""
+        return self.call(lambda model, tok: self._load(name, path))
+
+    def unload_adapter(self, name: str) -> None:
+        """Unload `name` once no request holds it; requests in flight finish on it first."""
+        with self._lease_lock:
+            self._unload.add(name)
+        self.call(lambda m, t: None)
+
+    def _load(self, name: str, path: str) -> None:
+        from peft import PeftModel
+
+        if name in self.adapters:
+            return
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(path, adapter_name=name)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
+        self.model.eval()
+        with self._lease_lock:
+            self.adapters[name] = path
+            self._unload.discard(name)
+
+    def _unload_idle(self) -> None:
+        with self._lease_lock:
+            ready = [n for n in self._unload if self._leases[n] <= 0]
+            for name in ready:
+                self._unload.discard(name)
+                self.adapters.pop(name, None)
+                self._leases.pop(name, None)
+        for name in ready:
+            if name not in getattr(self.model, "peft_config", {}):
+                continue
+            if len(self.model.peft_config) == 1:
+                # The last adapter: take the LoRA layers out and serve the plain base again.
+                self.model = self.model.unload()
+            else:
+                self.model.delete_adapter(name)
+
+    def _adapter_kwargs(self, rows: list["_Row"]) -> dict:
+        """Per-row adapter choice for PEFT's mixed-adapter forward; each row runs on exactly
+        the version its request was routed to (or the base model)."""
+        if not self.adapters:
+            return {}
+        return {"adapter_names": [r.job.adapter or "__base__" for r in rows]}
 
     def close(self) -> None:
         self._queue.put(None)
@@ -216,6 +299,7 @@ class Engine:
                     else:
                         job.emit(Failed("the server is shutting down"))
                 return
+            self._unload_idle()
             for c in [j for j in incoming if isinstance(j, _Call)]:
                 try:
                     with self._select_adapter(c.adapter):
@@ -227,19 +311,14 @@ class Engine:
                 continue
             waiting = [j for j in waiting if not j.cancelled.is_set()]
             # Continuous batching: waiting requests join the running batch at the next step.
-            # A batch runs one set of weights, so only requests for its adapter may join: no
-            # answer can ever come from two versions.
-            adapter = batch.adapter if batch is not None else (waiting[0].adapter if waiting else None)
             room = self.max_batch_size - (len(batch.rows) if batch else 0)
-            joining = [j for j in waiting if j.adapter == adapter][:room]
-            waiting = [j for j in waiting if j not in joining]
+            joining, waiting = waiting[:room], waiting[room:]
             try:
-                with self._select_adapter(adapter):
-                    if joining:
-                        batch = self._prefill(joining, adapter).merged_into(batch)
-                        self.batches_run += 1
-                    if batch is not None and batch.rows:
-                        self._decode_step(batch)
+                if joining:
+                    batch = self._prefill(joining).merged_into(batch)
+                    self.batches_run += 1
+                if batch is not None and batch.rows:
+                    self._decode_step(batch)
             except Exception as exc:  # a failed batch fails its requests, not the server
                 log.exception("generation failed")
                 for job in {id(j): j for j in joining + [r.job for r in (batch.rows if batch else [])]}.values():
@@ -250,12 +329,15 @@ class Engine:
                 batch = None
 
     def _select_adapter(self, adapter: str | None):
-        """Context for running the model with `adapter` (None = base). Overridden with adapters."""
-        import contextlib
-
+        """Context for work that runs the model as one version: `adapter`, or the base (None)."""
+        if adapter is not None:
+            self.model.set_adapter(adapter)
+            return contextlib.nullcontext()
+        if self.adapters:
+            return self.model.disable_adapter()
         return contextlib.nullcontext()
 
-    def _prefill(self, jobs: list[GenJob], adapter: str | None) -> "_Batch":
+    def _prefill(self, jobs: list[GenJob]) -> "_Batch":
         """Run the prompts of new requests (left-padded) and pick each one's first token."""
         width = max(len(j.prompt_ids) for j in jobs)
         input_ids = torch.full((len(jobs), width), self.pad_id, dtype=torch.long)
@@ -266,9 +348,10 @@ class Engine:
             attn[i, width - n:] = 1
         input_ids, attn = input_ids.to(self.device), attn.to(self.device)
         position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids, use_cache=True)
-        batch = _Batch(adapter, [_Row(j, self.device) for j in jobs], out.past_key_values, attn,
-                       next_pos=position_ids[:, -1:] + 1)
+        rows = [_Row(j, self.device) for j in jobs]
+        out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids, use_cache=True,
+                         **self._adapter_kwargs(rows))
+        batch = _Batch(rows, out.past_key_values, attn, next_pos=position_ids[:, -1:] + 1)
         self._sample_step(batch, out.logits[:, -1, :].float())
         return batch
 
@@ -277,7 +360,7 @@ class Engine:
         ones = torch.ones((len(batch.rows), 1), dtype=batch.attn.dtype, device=self.device)
         batch.attn = torch.cat([batch.attn, ones], dim=-1)
         out = self.model(input_ids=batch.next_ids, attention_mask=batch.attn, position_ids=batch.next_pos,
-                         past_key_values=batch.past, use_cache=True)
+                         past_key_values=batch.past, use_cache=True, **self._adapter_kwargs(batch.rows))
         batch.past = out.past_key_values
         batch.next_pos = batch.next_pos + 1
         self._sample_step(batch, out.logits[:, -1, :].float())

@@ -190,3 +190,51 @@ def test_request_joining_a_running_batch_gets_the_same_answer(engine):
     if results["long"].completion_tokens == 24 and results["late"].completion_tokens == 10:
         # It ran beside the long one instead of waiting for it to end.
         assert results["order"] == ["late", "long"]
+
+
+def _lora(base_dir, out_dir, seed):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    cfg = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+                     init_lora_weights=False)
+    get_peft_model(model, cfg).save_pretrained(out_dir)
+    return str(out_dir)
+
+
+def test_mixed_adapter_batch_each_row_on_its_own_version(tiny_model_dir, tmp_path):
+    from adapters.base import load_model
+
+    lm = load_model(str(tiny_model_dir), tiny_model_dir)
+    eng = Engine(lm.model, lm.tokenizer, lm.model_id)
+    try:
+        ids = eng.encode_chat([{"role": "user", "content": "Hello there"}])
+        base_text = run(eng, [GenJob(ids, 10)])[0].text
+        eng.load_adapter("a@v1", _lora(tiny_model_dir, tmp_path / "a", 1)).result(30)
+        eng.load_adapter("a@v2", _lora(tiny_model_dir, tmp_path / "b", 2)).result(30)
+        solo = {n: run(eng, [GenJob(ids, 10, adapter=n)])[0].text for n in ("a@v1", "a@v2", None)}
+        assert solo[None] == base_text
+        assert len({solo["a@v1"], solo["a@v2"], base_text}) == 3  # the versions can be told apart
+        mixed = run(eng, [GenJob(ids, 10, adapter="a@v1"), GenJob(ids, 10), GenJob(ids, 10, adapter="a@v2")])
+        assert [f.text for f in mixed] == [solo["a@v1"], base_text, solo["a@v2"]]
+
+        # Unloading waits for the last lease; then the version is gone and memory is returned.
+        eng.acquire("a@v1")
+        eng.unload_adapter("a@v1")
+        eng.call(lambda m, t: None).result(10)
+        assert "a@v1" in eng.adapters
+        eng.release("a@v1")
+        eng.call(lambda m, t: None).result(10)
+        assert "a@v1" not in eng.adapters and "a@v1" not in eng.model.peft_config
+        with pytest.raises(KeyError):
+            eng.acquire("a@v1")
+        eng.unload_adapter("a@v2")
+        eng.call(lambda m, t: None).result(10)
+        from peft import PeftModel
+
+        assert eng.adapters == {} and not isinstance(eng.model, PeftModel)
+        assert run(eng, [GenJob(ids, 10)])[0].text == base_text
+    finally:
+        eng.close()
