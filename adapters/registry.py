@@ -311,6 +311,10 @@ def check_loadable(version_dir: Path | str, model: Any) -> None:
         try:
             with torch.device("meta"):
                 skeleton = type(model)(model.config)
+        except Exception as e:
+            # Not the adapter's fault: do not let the caller reject it for this.
+            raise RegistryError(f"cannot build a weightless copy of {type(model).__name__} to check adapters against: {e}") from e
+        try:
             peft_model = get_peft_model(skeleton, config, adapter_name=name)
             result = set_peft_model_state_dict(peft_model, weights, adapter_name=name)
         except Exception as e:
@@ -539,7 +543,7 @@ class Registry:
 
     # ----- status operations (each returns the changes made; [] when nothing changed)
 
-    def promote(self, version_id: str, actor: str = "registry", reason: str | None = None) -> list[Change]:
+    def promote(self, version_id: str, *, actor: str = "registry", reason: str | None = None) -> list[Change]:
         def apply(state: dict, ops: _Ops) -> None:
             name, status = ops.status_of(version_id)
             if status == "rejected":
@@ -555,7 +559,7 @@ class Registry:
 
         return self._mutate("promote", actor, reason, apply)
 
-    def canary(self, version_id: str, share: float, actor: str = "registry", reason: str | None = None) -> list[Change]:
+    def canary(self, version_id: str, share: float, *, actor: str = "registry", reason: str | None = None) -> list[Change]:
         if isinstance(share, bool) or not isinstance(share, (int, float)) or math.isnan(share) or not 0 < share < 1:
             raise RegistryError(f"canary share must be between 0 and 1 (exclusive), got {share!r}")
         share = float(share)
@@ -571,7 +575,7 @@ class Registry:
 
         return self._mutate("canary", actor, reason, apply)
 
-    def rollback(self, name: str, actor: str = "registry", reason: str | None = None, reject: bool = False) -> list[Change]:
+    def rollback(self, name: str, *, actor: str = "registry", reason: str | None = None, reject: bool = False) -> list[Change]:
         """End NAME's canary if one runs; otherwise bring back the previously active version.
         The version rolled back becomes retired, or rejected when `reject` (a verdict: it
         cannot be promoted again)."""
@@ -593,7 +597,7 @@ class Registry:
 
         return self._mutate("rollback", actor, reason, apply)
 
-    def retire(self, version_id: str, actor: str = "registry", reason: str | None = None) -> list[Change]:
+    def retire(self, version_id: str, *, actor: str = "registry", reason: str | None = None) -> list[Change]:
         def apply(state: dict, ops: _Ops) -> None:
             _, status = ops.status_of(version_id)
             if status == "rejected":
@@ -602,7 +606,7 @@ class Registry:
 
         return self._mutate("retire", actor, reason, apply)
 
-    def reject(self, version_id: str, reason: str, actor: str = "registry") -> list[Change]:
+    def reject(self, version_id: str, reason: str, *, actor: str = "registry") -> list[Change]:
         def apply(state: dict, ops: _Ops) -> None:
             name, status = ops.status_of(version_id)
             if status == "active":

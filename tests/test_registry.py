@@ -477,9 +477,21 @@ def test_crash_during_validation_leaves_nothing(reg, lora, monkeypatch):
     _assert_nothing_stored(reg)
 
 
-def test_racing_registrations_in_threads_get_distinct_versions(tmp_path, lora, tiny_model_dir):
+def test_racing_registrations_in_threads_get_distinct_versions(tmp_path, lora, tiny_model_dir, monkeypatch):
+    import time
+
     root = tmp_path / "adapters"
     Registry(root, base_model_id=str(tiny_model_dir))
+    # Widen the window between reading the state and recording the new version, so that
+    # without the lock the writers would overlap there every time.
+    next_number = Registry._next_number
+
+    def slow_next_number(self, name, state):
+        n = next_number(self, name, state)
+        time.sleep(0.05)
+        return n
+
+    monkeypatch.setattr(Registry, "_next_number", slow_next_number)
     results, errors = [], []
     barrier = threading.Barrier(4)
 
@@ -498,6 +510,8 @@ def test_racing_registrations_in_threads_get_distinct_versions(tmp_path, lora, t
         t.join()
     assert errors == []
     assert sorted(results) == ["r@v1", "r@v2", "r@v3", "r@v4"]
+    # Each registration was recorded by its own writer, none recovered later as an orphan.
+    assert [e["action"] for e in Registry(root).audit() if e.get("version")] == ["register"] * 4
     assert sorted(_statuses(Registry(root), "r")) == sorted(results)
 
 
@@ -548,6 +562,18 @@ def test_check_loadable_rejects_unknown_target_modules(reg, lora, tiny_model_dir
     (src / "adapter_config.json").write_text(json.dumps(config))
     v = reg.show(reg.register(src, "r"))
     with pytest.raises(AdapterRejected, match="does not fit"):
+        check_loadable(v.path, AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+
+
+def test_check_loadable_rejects_missing_lora_weights(reg, lora, tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM
+
+    src = _copy(lora["a"], tmp_path / "src")
+    tensors = load_file(src / "adapter_model.safetensors")
+    save_file({k: v for k, v in tensors.items() if "v_proj" not in k}, src / "adapter_model.safetensors")
+    v = reg.show(reg.register(src, "r"))  # the file itself is fine; only the model can tell
+    with pytest.raises(AdapterRejected, match="LoRA weights are missing"):
         check_loadable(v.path, AutoModelForCausalLM.from_pretrained(tiny_model_dir))
 
 
