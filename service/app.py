@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -13,10 +14,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from service import admin, errors
+from service import admin, admin_adapters, errors
 from service.auth import require_key
 from service.chat import ChatService
 from service.engine import Engine
+from service.lifecycle import Lifecycle
+from service.outcomes import OutcomeCollector
 from service.errors import APIError
 from service.metrics import Metrics
 from service.protocol import ChatCompletionRequest, FeedbackRequest
@@ -64,6 +67,20 @@ class BodyLimit:
         await resp(scope, receive, send)
 
 
+async def watch_registry(app: FastAPI) -> None:
+    """Apply registry changes made elsewhere (the CLI) and judge canaries, off the event loop."""
+    settings = app.state.settings
+    while True:
+        await asyncio.sleep(settings.registry_poll_s)
+        lifecycle = app.state.lifecycle
+        if lifecycle is None:
+            continue
+        try:
+            await run_in_threadpool(lifecycle.tick)
+        except Exception:
+            log.exception("registry watch failed")
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
@@ -76,11 +93,17 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             log.warning("%d generations were cut off by the last shutdown; marked aborted", interrupted)
         app.state.store = store
         app.state.chat = None
+        app.state.lifecycle = None
         app.state.load_error = None
 
         def attach(eng: Engine) -> None:
+            # Active and canary adapters are loaded before the server reports healthy, so a
+            # restart serves the same versions as before it.
+            lifecycle = Lifecycle(settings, store, eng)
+            lifecycle.router.sync(force=True)
             app.state.engine = eng
-            app.state.chat = ChatService(settings, store, eng, metrics)
+            app.state.lifecycle = lifecycle
+            app.state.chat = ChatService(settings, store, eng, metrics, router=lifecycle.router)
             metrics.model_loaded.set(1)
 
         if engine is not None:
@@ -101,7 +124,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
             loader = threading.Thread(target=load, name="refinery-model-load", daemon=True)
             loader.start()
+        watch = asyncio.create_task(watch_registry(app))
         yield
+        watch.cancel()
         eng = getattr(app.state, "engine", None)
         if eng is not None and engine is None:
             eng.close()
@@ -112,6 +137,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.include_router(admin.router)
+    app.include_router(admin_adapters.router)
+    metrics.registry.register(OutcomeCollector(lambda: getattr(app.state, "store", None)))
 
     @app.get("/review", include_in_schema=False)
     async def review_page():

@@ -14,6 +14,7 @@ from service.errors import APIError
 from service.metrics import Metrics
 from service.protocol import ChatCompletionRequest
 from service.review import PrincipleBook
+from service.serving import AdapterRouter, Route, UnknownModel
 from service.settings import Settings
 from service.store import Store, new_id
 
@@ -26,7 +27,9 @@ def sse(body: dict) -> str:
 
 
 class ChatService:
-    def __init__(self, settings: Settings, store: Store, engine: Engine, metrics: Metrics, matcher: ScopeMatcher | None = None):
+    def __init__(self, settings: Settings, store: Store, engine: Engine, metrics: Metrics,
+                 matcher: ScopeMatcher | None = None, router: AdapterRouter | None = None):
+        self.router = router
         self.settings = settings
         self.store = store
         self.engine = engine
@@ -39,13 +42,25 @@ class ChatService:
         return self.matcher.applicable(self.book.approved_for_prompt(), messages)
 
     def model_names(self) -> list[str]:
-        return [self.engine.model_id]
+        return self.router.model_ids() if self.router else [self.engine.model_id]
 
-    def _resolve_model(self, name: str | None) -> tuple[str, str | None]:
-        """Returns (model id to report, adapter to use)."""
-        if name in (None, "", self.engine.model_id, *DEFAULT_ALIASES):
-            return self.engine.model_id, None
-        raise APIError(404, f"The model '{name}' does not exist", "model", "model_not_found")
+    async def _route(self, name: str | None, sticky_key: str | None) -> Route:
+        if self.router is None:
+            if name in (None, "", self.engine.model_id, *DEFAULT_ALIASES):
+                return Route(self.engine.model_id, None)
+            raise APIError(404, f"The model '{name}' does not exist", "model", "model_not_found")
+        try:
+            return await run_in_threadpool(self.router.route, name, sticky_key)
+        except UnknownModel:
+            raise APIError(404, f"The model '{name}' does not exist", "model", "model_not_found") from None
+        except Exception as exc:  # a pinned version that fails to load
+            raise APIError(400, f"The model '{name}' could not be loaded: {exc}", "model", "model_load_failed") from exc
+
+    def _release(self, record: dict) -> None:
+        """Return the request's lease on its adapter version (once, whatever path ends it)."""
+        if record.get("adapter_version") and self.router is not None and not record.get("_released"):
+            record["_released"] = True
+            self.router.release(Route(record["model"], record["adapter_version"]))
 
     def _validate(self, req: ChatCompletionRequest) -> tuple[list[dict], int]:
         s = self.settings
@@ -68,7 +83,6 @@ class ChatService:
 
     async def prepare(self, req: ChatCompletionRequest, conversation_header: str | None) -> tuple[dict, GenJob]:
         """Everything up to the start of generation: validation, conversation link, the record."""
-        model_id, adapter = self._resolve_model(req.model)
         messages, budget = self._validate(req)
         applied = await run_in_threadpool(self._scoped_principles, messages)
         prompt_ids = self.engine.encode_chat(with_principles(messages, applied))
@@ -82,6 +96,10 @@ class ChatService:
         explicit = conversation_header or (req.metadata or {}).get("conversation_id")
         parent = await run_in_threadpool(self.store.find_parent, messages)
         conversation_id = explicit or (parent["conversation_id"] if parent else new_id("conv-"))
+        # Canary assignment is sticky per user, else per conversation. The lease taken here
+        # is returned when the answer is stored.
+        route = await self._route(req.model, req.user or conversation_id)
+        model_id, adapter = route.model, route.adapter
         temperature = self.settings.default_temperature if req.temperature is None else req.temperature
         top_p = 1.0 if req.top_p is None else req.top_p
         record = {
@@ -99,11 +117,16 @@ class ChatService:
             "metadata": req.metadata,
             "principles_applied": [p["id"] for p in applied],
         }
-        await run_in_threadpool(self.store.start_completion, record)
+        try:
+            await run_in_threadpool(self.store.start_completion, record)
+        except BaseException:
+            self._release(record)
+            raise
         job = GenJob(prompt_ids, budget, temperature, top_p, req.seed, req.stop or [], adapter)
         return record, job
 
     async def _finish(self, record: dict, fin: Finished | None, error: str | None, started: float, ttft: float | None, text: str) -> None:
+        self._release(record)
         status = "ok" if fin and fin.finish_reason in ("stop", "length") else ("error" if error else "aborted")
         latency = time.time() - started
         await run_in_threadpool(
@@ -202,6 +225,7 @@ class ChatService:
             self.metrics.in_flight.dec()
             if not done:
                 # Cancelled (client gone): no awaiting here, the task is being torn down.
+                self._release(record)
                 latency = time.time() - started
                 self.store.finish_completion(
                     record["id"], response="".join(parts), finish_reason=None, status="aborted",

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     default_temperature: float = Field(0.3, description="Sampling temperature when a request gives none (0 = greedy).")
     max_batch_size: int = Field(8, description="Most requests decoded together in one batch.")
 
+    default_adapter: str = Field("refinery", description="Adapter name served for model 'refinery' or no model; its active version answers.")
+    registry_poll_s: float = Field(0.5, description="How often the server looks for registry changes made elsewhere (CLI).")
+    canary_check_s: float = Field(10.0, description="How often canaries are judged against the active version.")
+    canary_min_samples: int = Field(30, description="Requests needed on each side before a canary can be rolled back.")
+    canary_alpha: float = Field(0.05, description="Significance level of the canary's two-proportion test.")
+    canary_auto_promote_s: float = Field(0.0, description="Promote a canary that stayed clean this long (0 = never automatically).")
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "refinery.db"

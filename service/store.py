@@ -222,7 +222,7 @@ class Store:
                 "INSERT OR IGNORE INTO conversations (id, created, user) VALUES (?, ?, ?)",
                 [conv, record["created"], record.get("user")],
             )
-            row = dict(record)
+            row = {k: v for k, v in record.items() if not k.startswith("_")}
             for key in JSON_COLUMNS & row.keys():
                 row[key] = json.dumps(row[key], ensure_ascii=False)
             db["completions"].insert(row)

@@ -67,3 +67,17 @@ def live_server(tmp_path_factory, embedded_model_dir, model_cache):
     server = LiveServer(tmp_path_factory.mktemp("live"), model_cache).start()
     yield server
     server.stop()
+
+
+def make_lora(base_dir, out_dir, seed: int) -> str:
+    """A random (non-zero) LoRA adapter on `base_dir`, strong enough to change greedy answers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    cfg = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+                     init_lora_weights=False)
+    get_peft_model(model, cfg).save_pretrained(out_dir)
+    return str(out_dir)

@@ -192,19 +192,9 @@ def test_request_joining_a_running_batch_gets_the_same_answer(engine):
         assert results["order"] == ["late", "long"]
 
 
-def _lora(base_dir, out_dir, seed):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
-    cfg = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
-                     init_lora_weights=False)
-    get_peft_model(model, cfg).save_pretrained(out_dir)
-    return str(out_dir)
-
-
 def test_mixed_adapter_batch_each_row_on_its_own_version(tiny_model_dir, tmp_path):
+    from tests.conftest import make_lora as _lora
+
     from adapters.base import load_model
 
     lm = load_model(str(tiny_model_dir), tiny_model_dir)
