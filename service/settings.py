@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     max_comment_chars: int = Field(4000, description="Longest feedback comment.")
     max_correction_chars: int = Field(16_000, description="Longest corrected answer in feedback.")
     default_temperature: float = Field(0.3, description="Sampling temperature when a request gives none (0 = greedy).")
+    torch_threads: int = Field(0, description="Intra-op threads for inference; 0 = cores - 1 (at least 1, at most 8), leaving a core for the event loop and background work.")
     max_batch_size: int = Field(8, description="Most requests decoded together in one batch.")
 
     default_adapter: str = Field("refinery", description="Adapter name served for model 'refinery' or no model; its active version answers.")
