@@ -115,3 +115,56 @@ async def conversation(conversation_id: str, request: Request, _: str = Depends(
     if not turns:
         raise APIError(404, f"no conversation with id '{conversation_id}'", "conversation_id", "not_found")
     return {"id": conversation_id, "completions": turns, "natural_feedback": natural, "feedback": feedback}
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    principle_ids: list[str] | None = Field(None, description="Default: every approved adapter-mode principle not yet distilled.")
+
+
+@router.get("/jobs")
+async def list_jobs(request: Request, status: Literal["queued", "running", "succeeded", "failed"] | None = None,
+                    limit: int = Query(100, ge=1, le=1000), _: str = Depends(require_admin)):
+    from service.jobs import JobQueue
+
+    return {"object": "list", "data": await run_in_threadpool(JobQueue(request.app.state.store).list, status, limit)}
+
+
+@router.get("/jobs/{job_id}")
+async def show_job(job_id: str, request: Request, _: str = Depends(require_admin)):
+    from service.jobs import JobQueue
+
+    job = await run_in_threadpool(JobQueue(request.app.state.store).get, job_id)
+    if job is None:
+        raise APIError(404, f"no job with id '{job_id}'", "job_id", "not_found")
+    return job
+
+
+@router.post("/jobs", status_code=202)
+async def start_job(request: Request, body: JobRequest | None = None, actor: str = Depends(require_admin)):
+    """Queue a refinement job; the server starts a worker process for it."""
+    from service.jobs import JobQueue
+
+    store = request.app.state.store
+    ids = body.principle_ids if body else None
+    if ids:
+        book = PrincipleBook(store)
+        for pid in ids:
+            p = await call(book.get, pid)
+            if p["status"] != "approved" or p["mode"] not in ("adapter", "both"):
+                raise APIError(400, f"principle {pid} is {p['status']} with mode {p['mode']}; only approved "
+                               "adapter-mode principles are distilled", "principle_ids", "invalid_value")
+    job = await run_in_threadpool(JobQueue(store).enqueue, ids, actor)
+    scheduler = getattr(request.app.state, "scheduler", None)
+    if scheduler is not None:
+        await run_in_threadpool(scheduler.tick)
+    return job
+
+
+@router.post("/analyse")
+async def analyse_now(request: Request, _: str = Depends(require_admin)):
+    """Run one analysis pass now (natural feedback, follow-up likelihood, proposals, votes)."""
+    analyst = request.app.state.analyst
+    if analyst is None:
+        raise APIError(503, "the model is still loading", None, "model_loading")
+    return await run_in_threadpool(analyst.run_once)

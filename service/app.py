@@ -18,6 +18,9 @@ from service import admin, admin_adapters, errors
 from service.auth import require_key
 from service.chat import ChatService
 from service.engine import Engine
+from policies.scope import ScopeMatcher
+from service.analysis import Analyst
+from service.jobs import JobScheduler
 from service.lifecycle import Lifecycle
 from service.outcomes import OutcomeCollector
 from service.errors import APIError
@@ -83,12 +86,13 @@ async def watch_registry(app: FastAPI) -> None:
     while True:
         await asyncio.sleep(settings.registry_poll_s)
         lifecycle = app.state.lifecycle
-        if lifecycle is None:
-            continue
         try:
-            await run_in_threadpool(lifecycle.tick)
+            if lifecycle is not None:
+                await run_in_threadpool(lifecycle.tick)
+            if app.state.scheduler is not None:
+                await run_in_threadpool(app.state.scheduler.tick)
         except Exception:
-            log.exception("registry watch failed")
+            log.exception("background tick failed")
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -104,6 +108,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.store = store
         app.state.chat = None
         app.state.lifecycle = None
+        app.state.analyst = None
         app.state.load_error = None
 
         def attach(eng: Engine) -> None:
@@ -111,9 +116,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             # restart serves the same versions as before it.
             lifecycle = Lifecycle(settings, store, eng)
             lifecycle.router.sync(force=True)
+            analyst = Analyst(settings, store, eng)
+            analyst.start()
             app.state.engine = eng
             app.state.lifecycle = lifecycle
-            app.state.chat = ChatService(settings, store, eng, metrics, router=lifecycle.router)
+            app.state.analyst = analyst
+            app.state.chat = ChatService(settings, store, eng, metrics, router=lifecycle.router,
+                                         matcher=ScopeMatcher(llm=analyst.teacher), on_stored=analyst.poke)
             metrics.model_loaded.set(1)
 
         if engine is not None:
@@ -135,9 +144,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
             loader = threading.Thread(target=load, name="refinery-model-load", daemon=True)
             loader.start()
+        app.state.scheduler = JobScheduler(settings, store) if settings.run_jobs else None
         watch = asyncio.create_task(watch_registry(app))
         yield
         watch.cancel()
+        if app.state.analyst is not None:
+            app.state.analyst.stop()
         eng = getattr(app.state, "engine", None)
         if eng is not None and engine is None:
             eng.close()
@@ -212,7 +224,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return {"object": "feedback", **row}
 
     @app.post("/v1/feedback", dependencies=[Depends(require_key)])
-    async def post_feedback(body: FeedbackRequest, store: Store = Depends(store_of)):
+    async def post_feedback(body: FeedbackRequest, request: Request, store: Store = Depends(store_of)):
         if body.comment is not None and len(body.comment) > settings.max_comment_chars:
             raise APIError(400, f"comment is longer than {settings.max_comment_chars} characters", "comment", "comment_too_long")
         if body.correction is not None and len(body.correction) > settings.max_correction_chars:
@@ -231,6 +243,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         if stored["completion_id"] != body.completion_id:
             raise APIError(409, f"feedback id '{record['id']}' is already used for another completion", "id", "id_conflict")
         if created:
+            if request.app.state.analyst is not None:
+                request.app.state.analyst.poke()
             for kind in ("thumb", "score", "reason", "comment", "correction"):
                 if stored.get(kind) is not None:
                     metrics.feedback.labels(f"{kind}_{stored[kind]}" if kind == "thumb" else kind).inc()

@@ -28,8 +28,10 @@ def sse(body: dict) -> str:
 
 class ChatService:
     def __init__(self, settings: Settings, store: Store, engine: Engine, metrics: Metrics,
-                 matcher: ScopeMatcher | None = None, router: AdapterRouter | None = None):
+                 matcher: ScopeMatcher | None = None, router: AdapterRouter | None = None,
+                 on_stored=None):
         self.router = router
+        self.on_stored = on_stored or (lambda: None)
         self.settings = settings
         self.store = store
         self.engine = engine
@@ -136,6 +138,7 @@ class ChatService:
             latency_ms=latency * 1000, ttft_ms=ttft * 1000 if ttft is not None else None, error=error,
         )
         self._observe(record, status, fin, latency, ttft)
+        self.on_stored()  # background analysis looks at the new exchange soon
 
     def _observe(self, record, status, fin, latency, ttft):
         m = self.metrics

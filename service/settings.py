@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     canary_alpha: float = Field(0.05, description="Significance level of the canary's two-proportion test.")
     canary_auto_promote_s: float = Field(0.0, description="Promote a canary that stayed clean this long (0 = never automatically).")
 
+    teacher: str = Field("local", description="Teacher LLM: 'local' (the served model; rules decide where it is too weak), 'none', or a LangChain chat model class such as 'langchain_openai.ChatOpenAI'.")
+    teacher_args: str = Field("", description='JSON keyword arguments for the teacher class, e.g. {"model": "gpt-4o-mini", "base_url": "http://..."}.')
+    analysis_interval_s: float = Field(5.0, description="How often the background analysis looks for new exchanges and feedback.")
+    run_jobs: bool = Field(True, description="The server starts a refinement worker process when jobs are queued.")
+    promotion: str = Field("manual", description="What the refinement job does with a candidate that passes its gate: manual, auto-canary or auto-promote.")
+    auto_canary_share: float = Field(0.1, description="Traffic share of an automatic canary.")
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "refinery.db"

@@ -136,9 +136,40 @@ MIGRATIONS: list[str] = [
         errors TEXT
     );
     """,
+    # 3: the refinement job queue and the data sets it made
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        principle_ids TEXT,
+        params TEXT,
+        requested_by TEXT,
+        started REAL,
+        finished REAL,
+        heartbeat REAL,
+        pid INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        stage TEXT,
+        error TEXT,
+        result TEXT
+    );
+    CREATE INDEX jobs_status ON jobs(status, created);
+    CREATE TABLE datasets (
+        hash TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        principle_id TEXT NOT NULL,
+        job_id TEXT,
+        stats TEXT,
+        path TEXT
+    );
+    ALTER TABLE principles ADD COLUMN distilled_version TEXT;
+    ALTER TABLE natural_feedback ADD COLUMN proposed INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
-JSON_COLUMNS = {"messages", "params", "metadata", "principles_applied", "checks", "evidence", "votes", "before", "after", "raw", "errors"}
+JSON_COLUMNS = {"messages", "params", "metadata", "principles_applied", "checks", "evidence", "votes", "before", "after", "raw", "errors", "principle_ids", "result", "stats"}
 
 
 def transcript_hash(messages: Iterable[dict]) -> str:

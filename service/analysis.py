@@ -1,0 +1,234 @@
+"""Off the request path: natural feedback in follow-up turns, follow-up likelihood of every
+answer, principles proposed from verbal feedback, and their votes.
+
+A background thread runs `Analyst.run_once` every few seconds (sooner when poked after a
+completion or a feedback); a chat response never waits for it. Each step marks what it has
+done in the store, so a restart neither repeats nor skips work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from policies.teacher import StructuredFailure, build_teacher, is_capable
+from service.engine import Engine
+from service.review import PrincipleBook
+from service.settings import Settings
+from service.store import Store, new_id
+
+log = logging.getLogger(__name__)
+
+NATURAL_DONE, FLR_DONE = 1, 2
+
+
+def last_user_turn(messages: list[dict]) -> tuple[int, str]:
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i]["role"] == "user":
+            return i, messages[i]["content"]
+    return -1, ""
+
+
+class Analyst:
+    def __init__(self, settings: Settings, store: Store, engine: Engine, batch: int = 16):
+        self.settings, self.store, self.engine, self.batch = settings, store, engine, batch
+        self.book = PrincipleBook(store)
+        kwargs = json.loads(settings.teacher_args) if settings.teacher_args else {}
+        self.teacher = build_teacher(settings.teacher, kwargs, generate_fn=self._local_generate)
+        self._poke = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._run_lock = threading.Lock()
+
+    def _local_generate(self, messages: list[dict], max_tokens: int) -> str:
+        return self.engine.generate_blocking(messages, max_tokens)
+
+    # -- the background thread -----------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="refinery-analysis", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._poke.set()
+        if self._thread:
+            self._thread.join(30)
+
+    def poke(self) -> None:
+        self._poke.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._poke.wait(self.settings.analysis_interval_s)
+            self._poke.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("analysis pass failed")
+
+    def run_once(self) -> dict[str, int]:
+        """One pass over everything not yet analysed. Returns counts of what it did."""
+        with self._run_lock:
+            counts = {"natural": self.detect_natural(), "flr": self.score_flr(),
+                      "proposed": self.propose_from_feedback()}
+            counts["voted"] = self.vote_new_principles()
+            return counts
+
+    # -- natural feedback ------------------------------------------------------------------
+    def detect_natural(self) -> int:
+        from policies.natural import detect_turn
+
+        db = self.store.db
+        rows = [self.store._decode(r) for r in db.query(
+            f"SELECT * FROM completions WHERE analysed & {NATURAL_DONE} = 0 AND status != 'running' "
+            "ORDER BY created LIMIT 200")]
+        found = 0
+        for row in rows:
+            record = None
+            if row["parent_id"]:
+                messages = row["messages"]
+                turn, text = last_user_turn(messages)
+                flr = None
+                parent = self.store.get_completion(row["parent_id"])
+                if parent is not None:
+                    flr = parent.get("flr")
+                result = detect_turn(messages[: turn + 1], turn, llm=self.teacher, flr=flr)
+                if result.category != "none" or result.principle:
+                    record = {
+                        "id": new_id("nf-"), "created": time.time(), "completion_id": row["parent_id"],
+                        "follow_up_id": row["id"], "conversation_id": row["conversation_id"], "turn": turn,
+                        "user_turn": text, "category": result.category, "polarity": result.polarity,
+                        "span": result.span, "principle": int(bool(result.principle)), "source": result.source,
+                        "confidence": result.confidence, "error": getattr(result, "error", None),
+                    }
+                if getattr(result, "error", None):
+                    self._record_failure("natural_feedback", row["id"], "NaturalFeedback",
+                                         getattr(result, "raw", None) or [], [result.error])
+            with db.conn:
+                if record:
+                    db["natural_feedback"].insert(record)
+                    found += 1
+                db.execute(f"UPDATE completions SET analysed = analysed | {NATURAL_DONE} WHERE id = ?", [row["id"]])
+        return found
+
+    # -- follow-up likelihood ----------------------------------------------------------------
+    def score_flr(self) -> int:
+        from adapters.flr import flr_scores
+
+        rows = [self.store._decode(r) for r in self.store.db.query(
+            f"SELECT id, messages, response, adapter_version FROM completions WHERE status = 'ok' "
+            f"AND analysed & {FLR_DONE} = 0 ORDER BY created LIMIT ?", [self.batch * 4])]
+        by_version: dict[str | None, list[dict]] = {}
+        for r in rows:
+            by_version.setdefault(r["adapter_version"], []).append(r)
+        done = 0
+        for version, group in by_version.items():
+            if version is not None and version not in self.engine.adapters:
+                version = None  # unloaded since: the base model judges instead of failing
+            for i in range(0, len(group), self.batch):
+                chunk = group[i:i + self.batch]
+                convs = [r["messages"] + [{"role": "assistant", "content": r["response"]}] for r in chunk]
+                # On the engine thread, between decoding steps, as the version that answered.
+                scores = self.engine.call(lambda m, t: flr_scores(m, t, convs, batch_size=self.batch),
+                                          adapter=version).result(timeout=600)
+                with self.store.db.conn:
+                    for r, s in zip(chunk, scores):
+                        self.store.db.execute(
+                            f"UPDATE completions SET flr = ?, analysed = analysed | {FLR_DONE} WHERE id = ?", [s, r["id"]])
+                done += len(chunk)
+        return done
+
+    # -- principles ----------------------------------------------------------------------
+    def _inputs(self) -> list[tuple[str, str, object]]:
+        """Verbal feedback not yet read: explicit comments and corrections, and natural
+        feedback turns that state a standing rule."""
+        from policies.principles import FeedbackInput
+
+        out = []
+        for r in self.store.db.query(
+                "SELECT f.*, c.messages AS messages, c.response AS response FROM feedback f "
+                "JOIN completions c ON c.id = f.completion_id WHERE f.analysed = 0 ORDER BY f.created LIMIT 100"):
+            prompt = last_user_turn(json.loads(r["messages"]))[1]
+            positive = None if r["thumb"] is None else r["thumb"] == "up"
+            items = []
+            if r["comment"]:
+                items.append(FeedbackInput(id=r["id"], kind="comment", text=r["comment"], prompt=prompt,
+                                           answer=r["response"] or "", positive=positive))
+            if r["correction"]:
+                items.append(FeedbackInput(id=r["id"], kind="correction", text=r["correction"], prompt=prompt,
+                                           answer=r["response"] or "", positive=positive))
+            out.append(("feedback", r["id"], items))
+        for r in self.store.db.query(
+                "SELECT n.*, c.messages AS messages, c.response AS response FROM natural_feedback n "
+                "JOIN completions c ON c.id = n.completion_id WHERE n.principle = 1 AND n.proposed = 0 "
+                "ORDER BY n.created LIMIT 100"):
+            prompt = last_user_turn(json.loads(r["messages"]))[1]
+            items = [FeedbackInput(id=r["id"], kind="natural_span", text=r["user_turn"], prompt=prompt,
+                                   answer=r["response"] or "")]
+            out.append(("natural", r["id"], items))
+        return out
+
+    def propose_from_feedback(self) -> int:
+        from policies.principles import Principle, ProposalFailure, propose_principle
+
+        made = 0
+        for kind, ref, items in self._inputs():
+            for item in items:
+                proposal = propose_principle(item, self.teacher)
+                if isinstance(proposal, ProposalFailure):
+                    self._record_failure(proposal.task, proposal.ref, proposal.schema_name, proposal.raw, proposal.errors)
+                elif isinstance(proposal, Principle):
+                    self._add(proposal)
+                    made += 1
+            with self.store.db.conn:
+                if kind == "feedback":
+                    self.store.db.execute("UPDATE feedback SET analysed = 1 WHERE id = ?", [ref])
+                else:
+                    self.store.db.execute("UPDATE natural_feedback SET proposed = 1 WHERE id = ?", [ref])
+        return made
+
+    def _add(self, proposal) -> None:
+        """A new candidate, or more support for a near-duplicate one already there."""
+        from policies.principles import nearest
+
+        existing = [p for p in self.book.list(limit=1000) if p["status"] in ("candidate", "approved")]
+        evidence = [e.model_dump() for e in proposal.evidence]
+        match = nearest(proposal.text, [p["text"] for p in existing])
+        if match is not None:
+            self.book.add_evidence(existing[match[0]]["id"], evidence)
+            return
+        self.book.create({
+            "text": proposal.text, "domain": proposal.domain, "effect": proposal.effect, "source": proposal.source,
+            "checks": list(proposal.checks), "evidence": evidence, "support": len(evidence),
+            "proposer": proposal.proposer, "confidence": proposal.confidence,
+            "mode": "prompt",
+        })
+
+    def vote_new_principles(self, max_pairs: int = 30) -> int:
+        """ICAI voting on the store's preference pairs, when a capable teacher is configured."""
+        if not is_capable(self.teacher):
+            return 0
+        from policies.icai import Pair, score_principle
+        from service.export import feedback_rows, preference_pairs
+
+        pending = [p for p in self.book.list(status="candidate", limit=50) if p["votes"] is None]
+        if not pending:
+            return 0
+        pairs = [Pair(prompt=last_user_turn(p["prompt"])[1], chosen=p["chosen"][0]["content"],
+                      rejected=p["rejected"][0]["content"])
+                 for p in preference_pairs(feedback_rows(self.store))[:max_pairs]]
+        if not pairs:
+            return 0
+        for p in pending:
+            score = score_principle(p["text"], pairs, self.teacher)
+            self.book.set_scores(p["id"], score, score["agreement"], score["relevance"])
+        return len(pending)
+
+    def _record_failure(self, task: str, ref: str, schema: str, raw: list, errors: list) -> None:
+        with self.store.db.conn:
+            self.store.db["llm_failures"].insert({"created": time.time(), "task": task, "ref": ref, "schema": schema,
+                                                  "raw": json.dumps(raw), "errors": json.dumps(errors)})
