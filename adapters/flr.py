@@ -11,9 +11,13 @@ of an answer is
 Higher is better. The absolute value depends on the model and on the template set (longer
 templates have lower sums); compare FLRs from the same model and templates only.
 
-Cost: all the templates of one answer share its context. The conversation runs once (its KV
-cache kept) and the short follow-ups run on top of it, so an answer costs about one forward
-pass over the conversation plus one over 16 short rows, instead of 16 full passes.
+Cost: the 16 templates of one answer share its context. Each answer is ONE packed row,
+`[left padding | conversation | follow-up 1 | follow-up 2 | ...]`, with a 4D attention mask
+that lets each follow-up see the conversation and itself only, and position ids that restart
+every follow-up where the conversation ends. So an answer costs one forward pass over the
+conversation plus ~200 follow-up tokens, instead of 16 passes over the conversation, and no
+KV cache is copied 16 times. Vocabulary logits (49k wide) are only computed for the scored
+positions, a few rows at a time, so memory stays small at any batch size.
 """
 
 from __future__ import annotations
@@ -73,50 +77,81 @@ def _encode(tokenizer, conversation: Sequence[dict], followup: str, max_context:
     return context, scored
 
 
-def _score_group(model, contexts: list[list[int]], followups: list[list[int]], pad_id: int, device) -> list[list[float]]:
-    """Summed log-probs of every follow-up after every context, each context run once.
+def _packed_inputs(contexts: list[list[int]], followups: list[list[int]], pad_id: int, dtype: torch.dtype):
+    """Packed rows for `_score_packed`: ids, positions and a 4D additive attention mask.
 
-    Pass 1 runs the contexts left-padded (each ends at the last column, so the logit that
-    predicts a follow-up's first token is the last one) and keeps the KV cache. Pass 2 repeats
-    that cache once per follow-up and runs the follow-ups right-padded on top of it.
+    Shapes: ids (n, W), positions (n, W), mask (n, 1, W, W), with W = longest context + all
+    follow-up tokens. Contexts are left-padded so the follow-up block is at the same columns in
+    every row.
+    """
+    n, width_ctx = len(contexts), max(len(c) for c in contexts)
+    block = [t for f in followups for t in f]
+    width = width_ctx + len(block)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    real = torch.zeros((n, width), dtype=torch.bool)
+    positions = torch.zeros((n, width), dtype=torch.long)
+    # segment id per column: -1 padding, 0 conversation, k + 1 follow-up k (same in every row)
+    seg_block = torch.cat([torch.full((len(f),), k + 1) for k, f in enumerate(followups)])
+    offset_block = torch.cat([torch.arange(len(f)) for f in followups])
+    segment = torch.full((n, width), -1, dtype=torch.long)
+    for i, c in enumerate(contexts):
+        ids[i, width_ctx - len(c):width_ctx] = torch.tensor(c)
+        real[i, width_ctx - len(c):] = True
+        positions[i, width_ctx - len(c):width_ctx] = torch.arange(len(c))
+        # Every follow-up starts right after the conversation, as if it were the only one.
+        positions[i, width_ctx:] = len(c) + offset_block
+        segment[i, width_ctx - len(c):width_ctx] = 0
+        segment[i, width_ctx:] = seg_block
+    ids[:, width_ctx:] = torch.tensor(block)
+    q, k = segment.unsqueeze(2), segment.unsqueeze(1)  # (n, W, 1), (n, 1, W)
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    allowed = causal & real.unsqueeze(1) & ((k == 0) | (k == q))
+    # A padding column attends to itself only: a query row with nothing to attend to would
+    # give NaNs (its output is never used).
+    allowed |= torch.eye(width, dtype=torch.bool)
+    mask = torch.zeros((n, 1, width, width), dtype=dtype)
+    mask.masked_fill_(~allowed.unsqueeze(1), torch.finfo(dtype).min)
+    return ids, positions, mask, width_ctx
+
+
+def _score_packed(model, contexts: list[list[int]], followups: list[list[int]], pad_id: int) -> list[list[float]]:
+    """Summed log-probs of every follow-up after every context, one packed row per context.
     Shape of the result: (len(contexts), len(followups)).
     """
-    n_ctx, n_fol = len(contexts), len(followups)
-    width = max(len(c) for c in contexts)
-    ctx_ids = torch.full((n_ctx, width), pad_id, dtype=torch.long)
-    ctx_mask = torch.zeros((n_ctx, width), dtype=torch.long)
-    for i, c in enumerate(contexts):
-        ctx_ids[i, width - len(c):] = torch.tensor(c)
-        ctx_mask[i, width - len(c):] = 1
-    # Positions count real tokens only: a padded row must see its text at the same rotary
-    # positions as when it runs alone, or batching would change the scores.
-    ctx_pos = (ctx_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ctx_ids.to(device), attention_mask=ctx_mask.to(device),
-                position_ids=ctx_pos.to(device), use_cache=True, logits_to_keep=1)
-    first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # Shape: (n_ctx, vocab)
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(n_fol)  # row i * n_fol + f = context i, follow-up f
+    param = next(model.parameters())
+    ids, positions, mask, width_ctx = _packed_inputs(contexts, followups, pad_id, param.dtype)
+    ids, positions, mask = ids.to(param.device), positions.to(param.device), mask.to(param.device)
+    # Which column predicts each scored token: a follow-up's first token is predicted by the
+    # conversation's last column (shared by all follow-ups), the others by the column before.
+    predictor, col = [], width_ctx
+    for f in followups:
+        predictor += [width_ctx - 1] + list(range(col, col + len(f) - 1))
+        col += len(f)
+    predictor_t = torch.tensor(predictor, device=param.device)
+    targets = ids[:, width_ctx:]  # Shape: (n, n_block)
+    seg_of = torch.tensor([k for k, f in enumerate(followups) for _ in f], device=param.device)
 
-    fwidth = max(len(f) for f in followups)
-    fol_ids = torch.full((n_fol, fwidth), pad_id, dtype=torch.long)
-    fol_mask = torch.zeros((n_fol, fwidth), dtype=torch.long)
-    for f, toks in enumerate(followups):
-        fol_ids[f, :len(toks)] = torch.tensor(toks)
-        fol_mask[f, :len(toks)] = 1
-    ids = fol_ids.repeat(n_ctx, 1).to(device)  # Shape: (n_ctx * n_fol, fwidth)
-    fmask = fol_mask.repeat(n_ctx, 1).to(device)
-    mask = torch.cat([ctx_mask.to(device).repeat_interleave(n_fol, dim=0), fmask], dim=1)
-    start = ctx_mask.sum(-1).to(device).repeat_interleave(n_fol)  # real context length per row
-    pos = start.unsqueeze(1) + torch.arange(fwidth, device=device).unsqueeze(0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                   past_key_values=cache, use_cache=True).logits  # Shape: (rows, fwidth, vocab)
-    # The logit at follow-up position t predicts token t + 1; token 0 was predicted in pass 1.
-    # log p = logit - logsumexp: avoids materialising a second (rows, fwidth, vocab) tensor.
-    logits = logits[:, :-1, :].float()
-    tail = logits.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    head = first.repeat_interleave(n_fol, dim=0).gather(-1, ids[:, :1]).squeeze(-1)
-    sums = head + (tail * fmask[:, 1:]).sum(-1)  # Shape: (rows,)
-    return sums.view(n_ctx, n_fol).tolist()
+    head = model.get_output_embeddings()
+    plain_head = isinstance(head, torch.nn.Linear) and not (
+        getattr(model.config, "final_logit_softcapping", None) or getattr(model.config, "logit_scale", None))
+    if plain_head:
+        # Run the transformer body once, then the 49k-wide head on a few rows at a time.
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+        hidden = hidden[:, predictor_t, :]  # Shape: (n, n_block, hidden)
+        token_logps = []
+        for r in range(hidden.shape[0]):
+            logits = head(hidden[r]).float()  # Shape: (n_block, vocab)
+            token_logps.append(logits.gather(-1, targets[r].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1))
+        token_logps = torch.stack(token_logps)
+    else:
+        # Heads with soft-capping or scaling: let the model compute its own logits (more memory).
+        keep = ids.shape[1] - (width_ctx - 1)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits.float()
+        logits = logits[:, predictor_t - (width_ctx - 1), :]
+        token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+    sums = torch.zeros((ids.shape[0], len(followups)), dtype=torch.float32, device=param.device)
+    sums.index_add_(1, seg_of, token_logps.float())
+    return sums.tolist()
 
 
 @torch.no_grad()
@@ -125,14 +160,13 @@ def followup_logprobs(
     tokenizer,
     conversations: Sequence[Sequence[dict]],
     followups: Sequence[str],
-    batch_size: int = 64,
-    max_context: int = 1024,
+    batch_size: int = 16,
+    max_context: int = 768,
 ) -> list[list[float]]:
     """Summed log-prob of every follow-up (a user turn) after every conversation.
 
-    `batch_size` is the number of (conversation, follow-up) rows per forward pass: conversations
-    go `max(1, batch_size // len(followups))` at a time. Shape of the result:
-    (len(conversations), len(followups)).
+    `batch_size` conversations go through the model together (each one packed row holding all
+    the follow-ups). Shape of the result: (len(conversations), len(followups)).
     """
     if not followups:
         raise ValueError("no follow-ups to score")
@@ -144,14 +178,12 @@ def followup_logprobs(
         encoded.append((pairs[0][0], [fol for _, fol in pairs]))
     # Similar lengths in a group waste less compute on padding; results go back in input order.
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
-    per_group = max(1, batch_size // len(followups))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
     result: list[list[float]] = [[] for _ in conversations]
-    for at in range(0, len(order), per_group):
-        group = order[at:at + per_group]
+    for at in range(0, len(order), batch_size):
+        group = order[at:at + batch_size]
         # A follow-up tokenizes the same after any conversation (its header is in the context).
-        sums = _score_group(model, [encoded[i][0] for i in group], encoded[group[0]][1], pad_id, device)
+        sums = _score_packed(model, [encoded[i][0] for i in group], encoded[group[0]][1], pad_id)
         for i, row in zip(group, sums):
             result[i] = row
     return result
@@ -161,8 +193,8 @@ def flr_scores(
     model,
     tokenizer,
     conversations: Sequence[Sequence[dict]],
-    batch_size: int = 64,
-    max_context: int = 1024,
+    batch_size: int = 16,
+    max_context: int = 768,
     positive: Sequence[str] | None = None,
     negative: Sequence[str] | None = None,
 ) -> list[float]:
