@@ -1,0 +1,119 @@
+"""Loss functions for constrained preference training (C3PO): pure tensor code, no model.
+
+Conventions shared by every function here:
+- `logits` come from a causal LM over the whole sequence (prompt + answer), so the logits at
+  position t predict the token at position t + 1.
+- `labels` are the input ids; `loss_mask` is 1.0 on answer tokens and 0.0 on prompt and padding
+  tokens, aligned with `labels` (the mask of the token being *predicted*).
+- Sequence scores are sums of log-probabilities in nats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Log-probability the model gives each next token.
+
+    Shapes: logits (batch, seq, vocab), labels (batch, seq) -> (batch, seq - 1); entry [b, t]
+    is log p(labels[b, t + 1] | labels[b, :t + 1]).
+    """
+    # float32 log-softmax: in bf16 the sum over a 50k vocabulary loses the small differences
+    # between chosen and rejected that DPO lives on.
+    logp = F.log_softmax(logits[:, :-1, :].float(), dim=-1)
+    return torch.gather(logp, 2, labels[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Sum of log-probabilities of the answer tokens of each sequence.
+
+    Shapes: logits (batch, seq, vocab), labels (batch, seq), loss_mask (batch, seq) -> (batch,).
+    Prompt and padding tokens (mask 0) contribute nothing, whatever the labels there hold.
+    """
+    mask = loss_mask[:, 1:].to(torch.float32)
+    return (token_logps(logits, labels) * mask).sum(-1)
+
+
+def sequence_mean_nll(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood per answer token of each sequence.
+
+    Shapes: logits (batch, seq, vocab), labels (batch, seq), loss_mask (batch, seq) -> (batch,).
+    A sequence without answer tokens scores 0 rather than NaN.
+    """
+    mask = loss_mask[:, 1:].to(torch.float32)
+    total = -(token_logps(logits, labels) * mask).sum(-1)
+    return total / mask.sum(-1).clamp(min=1.0)
+
+
+@dataclass
+class DPOOutput:
+    """Per-example results of `dpo_loss`; every field has shape (batch,)."""
+
+    loss: torch.Tensor
+    chosen_rewards: torch.Tensor  # beta * (policy - reference) log-ratio of the chosen answer
+    rejected_rewards: torch.Tensor
+    margins: torch.Tensor  # chosen_rewards - rejected_rewards
+
+    @property
+    def accuracies(self) -> torch.Tensor:
+        """1.0 where the chosen answer earns the higher implicit reward. Shape: (batch,)."""
+        return (self.margins > 0).float()
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+) -> DPOOutput:
+    """Direct Preference Optimisation loss (Rafailov et al., 2023), per example.
+
+    loss = -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))
+
+    Shapes: each input (batch,) of summed answer log-probs (see `sequence_logps`); every output
+    field (batch,). Rewards are detached: they are for logging, the gradient flows through loss.
+    Example: (-1, -2, -1.5, -1.5) with beta 0.1 gives log-ratio margin 1.0, reward margin 0.1,
+    loss log(1 + e^-0.1) = 0.6444.
+    """
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps
+    # logsigmoid instead of log(sigmoid(.)): stays finite for large negative margins.
+    loss = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
+    chosen_rewards = (beta * chosen_logratios).detach()
+    rejected_rewards = (beta * rejected_logratios).detach()
+    return DPOOutput(loss=loss, chosen_rewards=chosen_rewards, rejected_rewards=rejected_rewards,
+                     margins=chosen_rewards - rejected_rewards)
+
+
+def constraint_nll(
+    logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Weighted NLL of constraint completions: the term that pins the adapter to its old answers.
+
+    Each sequence's NLL is its *mean per answer token*, so a long and a short answer weigh the
+    same and the term stays on the scale of a per-token loss (about 0.1-2 nats) whatever the
+    answer lengths; then each is multiplied by its weight and the batch is averaged, i.e. the
+    weight is relative to one preference pair (see `combined_loss`).
+
+    Shapes: logits (batch, seq, vocab), labels (batch, seq), loss_mask (batch, seq),
+    weights (batch,) -> scalar. An empty batch gives 0.
+    """
+    if labels.shape[0] == 0:
+        return logits.new_zeros((), dtype=torch.float32)
+    nll = sequence_mean_nll(logits, labels, loss_mask)
+    return (weights.to(nll.dtype) * nll).mean()
+
+
+def combined_loss(dpo_losses: torch.Tensor, weighted_nll: torch.Tensor | float) -> torch.Tensor:
+    """The C3PO objective: mean DPO loss over the pairs plus the weighted constraint NLL.
+
+    Shapes: dpo_losses (pairs,) from `dpo_loss(...).loss`, weighted_nll scalar from
+    `constraint_nll` (or 0.0 for plain DPO) -> scalar. Both terms are means, as in the paper's
+    E_in[DPO] + lambda * E_out[NLL], so the balance does not drift with the batch composition.
+    """
+    return dpo_losses.mean() + weighted_nll
