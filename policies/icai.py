@@ -66,14 +66,13 @@ class PairPrinciples(BaseModel):
     def _select_form(cls, items: list[str]) -> list[str]:
         out = []
         for p in items:
-            p = " ".join(str(p).split()).strip()
-            if len(p.split()) < 3:
+            p = " ".join(str(p).split()).strip().rstrip(" .")
+            body = p[len(SELECT):].strip() if p.lower().startswith(SELECT.lower()) else p
+            if len(body.split()) < 2:  # "Select the response that" alone says nothing
                 continue
-            if not p.lower().startswith(SELECT.lower()):
-                p = f"{SELECT} {p[:1].lower()}{p[1:]}"
-            out.append(p)
+            out.append(f"{SELECT} {body[:1].lower()}{body[1:]}")
         if not out:
-            raise ValueError("no principle of at least three words")
+            raise ValueError('no principle: each must say what the preferred response does, in two words or more')
         return out
 
 

@@ -215,7 +215,9 @@ def _tfidf(docs: list[list[str]]) -> np.ndarray:
 def similarity_matrix(texts: Sequence[str], char_weight: float = 0.5) -> np.ndarray:
     """Cosine similarity of principle texts: a weighted mean of word (1-2 gram, stemmed) and
     character (3-5 gram) TF-IDF cosines. Shape: (n, n), 1 on the diagonal."""
-    norm = [normalise(t) for t in texts]
+    # A text made only of canonicalised words ("Select the response that") keeps its own words,
+    # or it would have no features and match nothing, not even its exact copy.
+    norm = [normalise(t) or t.lower() for t in texts]
     words = _tfidf([_word_features(t) for t in norm])
     chars = _tfidf([_char_features(t) for t in norm])
     return (1 - char_weight) * (words @ words.T) + char_weight * (chars @ chars.T)

@@ -213,3 +213,82 @@ def test_propose_from_pair_parses_salvages_and_records_failures():
     fail = FakeListChatModel(responses=["cats!", "dogs!"])
     out = propose_from_pair(PAIRS[2], fail)
     assert isinstance(out, ProposalFailure) and out.raw == ["cats!", "dogs!"] and out.ref == "p2"
+
+
+def test_an_empty_select_principle_is_refused_and_identical_texts_cluster():
+    empty = FakeListChatModel(responses=['{"principles": ["Select the response that"]}'])
+    out = propose_from_pair(PAIRS[0], empty, retries=0)
+    assert isinstance(out, ProposalFailure) and "two words" in out.errors[0]
+    assert cluster_texts(["Select the response that", "Select the response that", "Answer in French"]) == [[0, 1], [2]]
+
+
+def _bench_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "icai.py"
+    spec = importlib.util.spec_from_file_location("bench_icai", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_reads_icai_csv_and_flips_labels(tmp_path):
+    bench = _bench_module()
+    csv_path = tmp_path / "icai_synthetic_data_x.csv"
+    import csv
+
+    with csv_path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["", "text_a", "text_b", "preferred_text"])
+        w.writerow([0, "Instruction: Pet story?\n\nOutput: A cat.", "Instruction: Pet story?\n\nOutput: A dog.", "text_b"])
+    (pair,) = bench.load_pairs(csv_path)
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("Pet story?", "A dog.", "A cat.")
+    (flipped,) = bench.load_pairs(csv_path, unaligned=True)
+    assert (flipped.chosen, flipped.rejected) == ("A cat.", "A dog.")
+    # The local teacher's answer is started for it at the JSON the prompt asks for.
+    from policies.icai import PAIR_PROMPT, VOTE_PROMPT
+
+    vote_prompt = VOTE_PROMPT.format(principle="p", prompt="q", a="a", b="b")
+    assert bench.json_prefix([{"role": "user", "content": vote_prompt}]) == '{"preferred": "'
+    pair_prompt = PAIR_PROMPT.format(n=1, prompt="q", chosen="a", rejected="b")
+    assert bench.json_prefix([{"role": "user", "content": pair_prompt}]) == '{"principles": ["Select the response that'
+    assert bench.json_prefix([{"role": "user", "content": "hello"}]) == ""
+
+
+class CatOracle(FakeListChatModel):
+    """A scripted judge that knows the hidden rule (cats over dogs), but only applies it when a
+    principle or constitution mentioning cats is in its prompt; otherwise it always says "A"."""
+
+    responses: list[str] = ["unused"]
+
+    def _call(self, messages: list, *args: Any, **kwargs: Any) -> str:
+        prompt = str(messages[-1].content)
+        if "Preferred answer:" in prompt:
+            return '{"principles": ["Select the response that features a cat"]}' if "cat" in prompt.split(
+                "Preferred answer:")[1].split("Other answer:")[0] else '{"principles": ["Select the response that is kind"]}'
+        a, b = prompt.split("Response A:")[1].split("Response B:")
+        knows_rule = "features a cat" in prompt.split("Instruction:")[0]
+        if knows_rule and ("cat" in a) != ("cat" in b):
+            return '{"preferred": "A"}' if "cat" in a else '{"preferred": "B"}'
+        if "Principle:" in prompt:  # a vote: the principle has nothing to say here
+            return '{"preferred": "neither"}'
+        return '{"preferred": "A"}'
+
+
+def test_bench_pipeline_keeps_the_true_principle_and_reconstructs_with_it():
+    import argparse
+
+    bench = _bench_module()
+    pairs = PAIRS + [Pair(id="p4", prompt="Pet?", chosen="A dog", rejected="A fish")]  # a pair the rule misses
+    args = argparse.Namespace(per_pair=1, retries=0, threshold=0.45, candidates=8, min_relevance=0.1, top_k=5)
+    res = bench.run_set("toy", pairs, CatOracle(), args)
+    assert res["proposals"] == 5 and res["proposal_failures"] == 0 and res["clusters"] == 2
+    votes = {v["principle"]: v for v in res["votes"]}
+    cat = votes["Select the response that features a cat"]
+    assert (cat["for"], cat["against"], cat["not_relevant"]) == (4, 0, 1)
+    assert votes["Select the response that is kind"]["not_relevant"] == 5
+    assert res["constitution"] == ["Select the response that features a cat"] and res["kept"] == 1
+    assert res["without"]["agreement"] == 0.6  # "A" every time, orders alternating: 3 of 5
+    # With the constitution: right on the 4 cat pairs; the dog/fish pair (shown A-first) by bias.
+    assert res["with"]["correct"] == 5 and res["with"]["invalid"] == 0 and res["with_unfiltered"] is None
