@@ -192,7 +192,11 @@ def _word_features(text: str) -> list[str]:
 
 
 def _char_features(text: str) -> list[str]:
-    t = f" {text} "
+    # Over content words only: principles share templates ("when the user asks about ...,
+    # begin your answer with ...") whose characters would otherwise make a cooking rule look
+    # like a gardening one; the n-grams are there to match word variants (email/emails).
+    words = [w for w in re.findall(r"[a-z0-9']+", text) if w not in STOP or w == "avoid"]
+    t = " " + " ".join(words or text.split()) + " "
     return [t[i:i + n] for n in (3, 4, 5) for i in range(len(t) - n + 1)]
 
 

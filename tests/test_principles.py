@@ -292,3 +292,9 @@ def test_bench_pipeline_keeps_the_true_principle_and_reconstructs_with_it():
     assert res["without"]["agreement"] == 0.6  # "A" every time, orders alternating: 3 of 5
     # With the constitution: right on the 4 cat pairs; the dog/fish pair (shown A-first) by bias.
     assert res["with"]["correct"] == 5 and res["with"]["invalid"] == 0 and res["with_unfiltered"] is None
+
+
+def test_a_shared_template_does_not_make_different_rules_near_duplicates():
+    gardening = "When the user asks about gardening, begin your answer with 'Green thumb:'"
+    assert nearest("When the user asks about cooking, begin your answer with 'Chef:'", [gardening]) is None
+    assert nearest("Begin gardening answers with 'Green thumb:'", [gardening]) is not None
