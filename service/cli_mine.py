@@ -1,7 +1,254 @@
-"""Commands registered on the `refinery` CLI (see service/cli.py)."""
+"""`refinery mine`: natural feedback in logged conversations, the same detection as the live
+worker (policies.natural), for back-filling a store and for benchmarking the detector.
+
+    refinery mine --input conversations.jsonl --output labels.jsonl
+    refinery mine -i c.jsonl -o l.jsonl --flr                      # + follow-up likelihood
+    refinery mine -i c.jsonl -o l.jsonl --teacher langchain_openai.ChatOpenAI \\
+        --teacher-arg model=gpt-4o-mini --teacher-arg base_url=http://host:8000/v1
+
+Input: one {"messages": [...]} conversation per line (other fields are ignored; an "id" is
+copied to the output). Output: one JSON line per user turn that follows an assistant turn:
+{"line", "turn", "category", "polarity", "span", "principle", "source", "confidence"}, plus
+"flr" (the judged answer's follow-up likelihood) with --flr, and "error"/"raw" when the teacher
+never answered in the schema (the rule result is given instead). `line` counts from 1, as in
+error messages; `turn` is the index in `messages`.
+
+Bad input: a line that is not JSON, or has no list of messages, is reported on stderr with its
+line number and skipped; blank lines are ignored. The other lines are still mined and written,
+and the command then exits with status 1, so a script notices. Exit status 0: every line read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional
 
 import typer
+from tqdm.auto import tqdm
+
+
+def default_model_cache() -> Path:
+    """The server's convention: REFINERY_MODEL_CACHE, else <REFINERY_DATA_DIR or ./data>/models."""
+    if os.environ.get("REFINERY_MODEL_CACHE"):
+        return Path(os.environ["REFINERY_MODEL_CACHE"])
+    return Path(os.environ.get("REFINERY_DATA_DIR") or "data") / "models"
+
+
+@dataclass
+class MineReport:
+    """What a mining run did; `skipped` holds (line number, reason)."""
+
+    lines: int = 0
+    conversations: int = 0
+    turns: int = 0
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    llm_failures: int = 0
+    categories: Counter = field(default_factory=Counter)
+
+
+def read_conversations(lines: Iterable[str], report: MineReport,
+                       warn: Callable[[str], None]) -> list[tuple[int, dict]]:
+    """(line number, row) of every valid line; the others are reported through `warn`."""
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        report.lines = number
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            reason = f"not valid JSON ({exc.msg} at column {exc.colno})"
+        else:
+            messages = row.get("messages") if isinstance(row, dict) else None
+            if not isinstance(messages, list) or not messages:
+                reason = 'no "messages" list'
+            elif not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+                reason = 'a message is not an object with a "role"'
+            else:
+                rows.append((number, row))
+                continue
+        report.skipped.append((number, reason))
+        warn(f"line {number}: {reason}; skipped")
+    return rows
+
+
+def judged_answers(messages: list[dict]) -> list[int]:
+    """Indices of the assistant messages that a user turn follows (the answers to score)."""
+    return [i for i in range(len(messages) - 1)
+            if messages[i].get("role") == "assistant" and messages[i + 1].get("role") == "user"]
+
+
+def compute_flr(model, tokenizer, rows: list[tuple[int, dict]], batch_size: int = 16,
+                progress: bool = True) -> dict[int, dict[int, float]]:
+    """{line: {assistant index: FLR}} for every answer a user turn follows."""
+    from adapters.flr import flr_scores
+
+    keys, convs = [], []
+    for number, row in rows:
+        for i in judged_answers(row["messages"]):
+            keys.append((number, i))
+            convs.append([{"role": m["role"], "content": m.get("content") or ""} for m in row["messages"][: i + 1]])
+    out: dict[int, dict[int, float]] = {}
+    bar = tqdm(total=len(convs), desc="follow-up likelihood", unit="answer", disable=not progress or None)
+    for at in range(0, len(convs), batch_size):
+        scores = flr_scores(model, tokenizer, convs[at:at + batch_size], batch_size=batch_size)
+        for (number, i), s in zip(keys[at:at + batch_size], scores):
+            out.setdefault(number, {})[i] = s
+        bar.update(len(scores))
+    bar.close()
+    return out
+
+
+def flr_config(flr: dict[int, dict[int, float]]):
+    """Rule thresholds from the file's own FLR quartiles: FLR is only meaningful relative to
+    other answers scored by the same model and templates."""
+    from policies.natural import RuleConfig
+
+    values = [v for per_line in flr.values() for v in per_line.values()]
+    if len(values) < 4:
+        return RuleConfig()
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return RuleConfig(flr_low=q1, flr_high=q3)
+
+
+def mine_rows(rows: list[tuple[int, dict]], llm=None, flr: dict[int, dict[int, float]] | None = None, *,
+              force_llm: bool = False, retries: int = 1, report: MineReport | None = None,
+              progress: bool = True) -> Iterable[dict]:
+    """Output records, one per user turn that follows an assistant turn, in input order."""
+    from policies.natural import RuleConfig, detect_conversation
+
+    report = report or MineReport()
+    config = flr_config(flr) if flr else RuleConfig()
+    for number, row in tqdm(rows, desc="natural feedback", unit="conversation", disable=not progress or None):
+        report.conversations += 1
+        per_line = (flr or {}).get(number, {})
+        for turn, fb in detect_conversation(row["messages"], llm=llm, flr_scores=per_line, config=config,
+                                            force_llm=force_llm, retries=retries):
+            record = {"line": number, "turn": turn, "category": fb.category, "polarity": fb.polarity,
+                      "span": fb.span, "principle": fb.principle, "source": fb.source,
+                      "confidence": fb.confidence}
+            if "id" in row:
+                record["id"] = row["id"]
+            if fb.flr is not None:
+                record["flr"] = round(fb.flr, 4)
+            if fb.error:
+                record["error"], record["raw"] = fb.error, fb.raw
+                report.llm_failures += 1
+            report.turns += 1
+            report.categories[fb.category] += 1
+            yield record
+
+
+def local_generate_fn(lm, default_max_tokens: int = 128):
+    """Greedy answers from an already-loaded model, for the 'local' teacher."""
+    import torch
+
+    tok, model = lm.tokenizer, lm.model
+
+    @torch.no_grad()
+    def generate(messages: list[dict], max_tokens: int) -> str:
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = {k: v.to(lm.device) for k, v in ids.items()}
+        n = ids["input_ids"].shape[1]
+        out = model.generate(**ids, max_new_tokens=max_tokens or default_max_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id)
+        return tok.decode(out[0, n:], skip_special_tokens=True)
+
+    return generate
+
+
+def parse_teacher_args(pairs: list[str]) -> dict:
+    """["model=gpt-4o-mini", "temperature=0"] -> {"model": "gpt-4o-mini", "temperature": 0};
+    values are JSON when they parse as JSON, strings otherwise."""
+    kwargs = {}
+    for kv in pairs:
+        key, sep, value = kv.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected key=value, got {kv!r}", param_hint="--teacher-arg")
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    return kwargs
+
+
+def mine_file(input_path: Path, output_path: Path, *, teacher: str | None = None, teacher_args: dict | None = None,
+              use_flr: bool = False, model: str | None = None, model_cache: Path | None = None,
+              force_llm: bool = False, retries: int = 1, batch_size: int = 16, progress: bool = True,
+              warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> MineReport:
+    """What `refinery mine` does; bench/natural.py calls it too, so both measure one code path."""
+    from policies.teacher import build_teacher, is_capable
+
+    report = MineReport()
+    with open(input_path, encoding="utf-8") as f:
+        rows = read_conversations(f, report, warn)
+
+    lm = None
+    if use_flr or teacher == "local":
+        from adapters.base import load_model
+
+        lm = load_model(model, model_cache or default_model_cache())
+    llm = None
+    if teacher and teacher != "none":
+        generate = local_generate_fn(lm) if teacher == "local" else None
+        llm = build_teacher(teacher, teacher_args or {}, generate_fn=generate)
+        if not is_capable(llm) and not force_llm:
+            warn("the local model is too small to classify feedback; rules only (--force-llm uses it anyway)")
+    flr = compute_flr(lm.model, lm.tokenizer, rows, batch_size, progress) if use_flr else None
+
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(output_path, "w", encoding="utf-8") as out:
+        for record in mine_rows(rows, llm, flr, force_llm=force_llm, retries=retries, report=report,
+                                progress=progress):
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return report
+
+
+def mine(
+    input: Path = typer.Option(..., "--input", "-i", exists=True, dir_okay=False, readable=True,
+                               help='JSONL, one {"messages": [...]} conversation per line.'),
+    output: Path = typer.Option(..., "--output", "-o", dir_okay=False,
+                                help="JSONL written: one line per user turn that follows an assistant turn."),
+    teacher: Optional[str] = typer.Option(None, "--teacher",
+                                          help="None (default): rules only. 'local': the embedded/--model model "
+                                               "(too small to be used unless --force-llm). Or a dotted LangChain "
+                                               "chat model class, e.g. langchain_openai.ChatOpenAI."),
+    teacher_arg: List[str] = typer.Option([], "--teacher-arg", metavar="KEY=VALUE",
+                                          help="Constructor argument of the teacher class (repeatable; JSON values "
+                                               "allowed)."),
+    flr: bool = typer.Option(False, "--flr/--no-flr",
+                             help="Score every judged answer's follow-up likelihood with --model and use it as a "
+                                  "signal (loads the model; about a second per answer on CPU)."),
+    model: Optional[str] = typer.Option(None, "--model",
+                                        help="Model for --flr and the local teacher: a directory or hub id "
+                                             "(default: the embedded SmolLM2-135M-Instruct)."),
+    model_cache: Optional[Path] = typer.Option(None, "--model-cache",
+                                               help="Converted weights cache (default: REFINERY_MODEL_CACHE or "
+                                                    "<REFINERY_DATA_DIR or ./data>/models)."),
+    force_llm: bool = typer.Option(False, "--force-llm", help="Use the teacher even when it is the small local model."),
+    retries: int = typer.Option(1, "--retries", min=0, help="Re-asks when the teacher's answer does not parse."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Answers per FLR batch."),
+) -> None:
+    """Find natural feedback (corrections, complaints, thanks, rules) in logged conversations. Exit status 1 when some input lines were skipped (each reported on stderr); the other lines are still written."""
+    report = mine_file(input, output, teacher=teacher, teacher_args=parse_teacher_args(teacher_arg),
+                       use_flr=flr, model=model, model_cache=model_cache, force_llm=force_llm,
+                       retries=retries, batch_size=batch_size)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report.categories.items()))
+    typer.echo(f"{report.turns} turns from {report.conversations} conversations written to {output}"
+               + (f" ({counts})" if counts else ""), err=True)
+    if report.llm_failures:
+        typer.echo(f"{report.llm_failures} teacher answers never parsed: rule results written, with \"error\"",
+                   err=True)
+    if report.skipped:
+        typer.echo(f"{len(report.skipped)} of {report.lines} lines skipped", err=True)
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("mine")(mine)
