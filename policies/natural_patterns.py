@@ -95,7 +95,7 @@ CORRECTION = [
     _cue("correction", "instead", r"\binstead\b|\brather than\b", statement_only=True),
     _cue("correction", "actually", r"\b(?:actually|in fact|in reality)\b", statement_only=True),
     _cue("correction", "correction_label", r"\bcorrection\s*:|\bto correct you\b|\bjust to correct\b"),
-    _cue("correction", "i_asked_for", r"\bI (?:asked|wanted|requested|needed|said|specified|told you)\b(?!\s+(?:you\s+)?(?:a question|if|whether)\b)", statement_only=True, negatable=True),
+    _cue("correction", "i_asked_for", r"(?<!what )\bI (?:asked|wanted|requested|needed|said|specified|told you)\b(?!\s+(?:you\s+)?(?:a question|if|whether)\b)", statement_only=True, negatable=True),
     _cue("correction", "thought_it_was", r"\bI (?:always )?(?:thought|believed|was told|learned|learnt) (?:it|that|the \w+|they|he|she|this) (?:was|is|were|are|'s|would be|came|happened)\b"),
     _cue("correction", "you_forgot", r"\byou (?:forgot|missed|left out|skipped|omitted|dropped)\s+(?!the point\b)(?:to\s+\w+|(?:the|a|an|my|about|some|all)\s+\w+)"),
     _cue("correction", "its_called", r"\b(?:it'?s|it is|they'?re|they are|that'?s|he'?s|she'?s)\s+(?:actually\s+)?(?:called|spelled|spelt|pronounced|named|written)\b"),
