@@ -37,7 +37,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
-from policies.checks import Check, as_checks, verify_revision
+from policies.checks import Check, as_checks, passes_all, verify_revision
 from policies.prompt_pool import pool_prompts, template_categories, template_prompts
 from policies.scope import lexical_score
 from policies.teacher import StructuredFailure, ask_structured, is_capable
@@ -70,6 +70,8 @@ class SynthesisConfig(BaseModel):
     revision_extra_tokens: int = Field(16, ge=0, description="extra budget of a revision (room for a marker)")
     min_revision_ratio: float = Field(0.25, ge=0, description="a revision shorter than this share of the "
                                       "baseline (markers removed) is a stub; not applied to concision rules")
+    skip_passing_baselines: bool = Field(True, description="drop a pair whose baseline already passes the checks: "
+                                         "it teaches a rephrasing, not the rule")
     keep_unverified: bool = Field(True, description="keep revisions nothing could verify (no checks, no "
                                   "capable teacher), flagged 'unverified'")
     teacher_revises: bool = Field(True, description="a capable teacher writes the revisions instead of the model")
@@ -380,6 +382,8 @@ def _verify(prompt: str, baseline: str, revision: str | None, f: dict, judge: Ba
     rec = dict(prompt=prompt, baseline=baseline, revision=revision)
     usable = revision is not None and not is_stub(revision, baseline, checks, f["effect"], cfg.min_revision_ratio)
     if checks:
+        if cfg.skip_passing_baselines and passes_all(checks, baseline, baseline):
+            return RevisionRecord(**rec, verdict="dropped", reason="the baseline already passes the checks")
         if usable:
             verdict, text = verify_revision(checks, revision, baseline)
             if verdict != "dropped" and text.strip() != baseline.strip():

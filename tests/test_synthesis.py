@@ -133,6 +133,13 @@ def test_verification_keeps_repairs_falls_back_to_the_baseline_and_drops():
     # Every chosen answer follows the rule and no pair is chosen == rejected.
     assert all(r["chosen"].startswith("Green thumb:") and r["chosen"] != r["rejected"] for r in result.preferences)
 
+    # A baseline that already follows the rule gives no pair, even with a fine revision.
+    passing = scripted_model({"d": "Green thumb: a different but fine answer, long enough."}, base)
+    only_d = PromptSets(in_scope=["d"], near_scope=[], out_of_scope=[])
+    assert synthesize_from_prompts(GARDEN, only_d, passing).revisions[0].verdict == "dropped"
+    loose = SynthesisConfig(skip_passing_baselines=False)
+    assert synthesize_from_prompts(GARDEN, only_d, passing, config=loose).revisions[0].verdict == "kept"
+
     again = synthesize_from_prompts(GARDEN, sets, fn)
     assert again.content_hash == result.content_hash == content_hash(result.preferences, result.constraints)
     changed = [dict(r) for r in result.constraints]
