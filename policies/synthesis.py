@@ -57,6 +57,8 @@ class SynthesisConfig(BaseModel):
     n_in_scope: int = Field(20, ge=1, description="in-scope prompts (one preference pair each at most)")
     n_near_scope: int = Field(20, ge=0, description="near-scope prompts (constraint rows)")
     n_out_of_scope: int = Field(20, ge=0, description="out-of-scope prompts (constraint rows)")
+    n_eval: int = Field(10, ge=0, description="per scope, prompts `synthesize` holds out for evaluation "
+                        "(never in the rows); at most half of what a scope got")
     n_categories: int = Field(10, ge=1, description="categories the teacher is asked for")
     prompts_per_category: int = Field(4, ge=1, description="in-scope and near-scope prompts asked per category")
     logged_in_scope_share: float = Field(0.5, ge=0, le=1, description="at most this share of in-scope prompts "
@@ -116,7 +118,8 @@ class RevisionRecord(BaseModel):
 
 class SynthesisResult(BaseModel):
     principle: dict
-    prompts: PromptSets
+    prompts: PromptSets = Field(description="the prompts the rows were made from")
+    eval_prompts: PromptSets | None = Field(None, description="held-out prompts for adapters.evaluate")
     preferences: list[dict] = Field(description='rows {"prompt", "chosen", "rejected"} of `refinery train`')
     constraints: list[dict] = Field(description='rows {"prompt", "completion", "weight"} of `refinery train`')
     revisions: list[RevisionRecord]
@@ -136,6 +139,9 @@ class SynthesisResult(BaseModel):
                 for row in getattr(self, key):
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
         paths["prompts"].write_text(self.prompts.model_dump_json(indent=1) + "\n", encoding="utf-8")
+        if self.eval_prompts is not None:
+            paths["eval_prompts"] = out / "eval_prompts.json"
+            paths["eval_prompts"].write_text(self.eval_prompts.model_dump_json(indent=1) + "\n", encoding="utf-8")
         paths["synthesis"].write_text(self.model_dump_json(indent=1) + "\n", encoding="utf-8")
         return paths
 
@@ -460,11 +466,31 @@ def synthesize_from_prompts(principle, prompt_sets: PromptSets, generate_fn: Gen
         counts=counts, failures=failures, content_hash=content_hash(preferences, constraints), config=cfg)
 
 
+def split_for_eval(sets: PromptSets, n_eval: int) -> tuple[PromptSets, PromptSets]:
+    """(training, held-out) sets: the last `n_eval` prompts of each scope, at most half of it, are
+    held out. Logged prompts come first in a scope, so they stay on the training side."""
+    train, held = {}, {}
+    for scope in ("in_scope", "near_scope", "out_of_scope"):
+        prompts = getattr(sets, scope)
+        k = min(n_eval, len(prompts) // 2)
+        train[scope], held[scope] = prompts[: len(prompts) - k], prompts[len(prompts) - k:]
+    meta = {"categories": sets.categories, "generator": sets.generator}
+    return (PromptSets(**train, **meta, sources=sets.sources, failures=sets.failures),
+            PromptSets(**held, **meta))
+
+
 def synthesize(principle, generate_fn: GenerateBatchFn, teacher: BaseChatModel | None = None,
                logged_prompts: Sequence[str] = (), config: SynthesisConfig | None = None,
                scope_fn: ScopeFn | None = None, on_stage: Callable[[str], None] | None = None) -> SynthesisResult:
-    """Prompt sets, then baselines, verified revisions and training rows, for one principle."""
+    """Prompt sets (with `n_eval` per scope held out for evaluation), then baselines, verified
+    revisions and training rows, for one principle."""
+    cfg = config or SynthesisConfig()
     if on_stage:
         on_stage("prompts")
-    sets = build_prompt_sets(principle, teacher, logged_prompts, config, scope_fn)
-    return synthesize_from_prompts(principle, sets, generate_fn, teacher, config, on_stage)
+    wide = cfg.model_copy(update={"n_in_scope": cfg.n_in_scope + cfg.n_eval,
+                                  "n_near_scope": cfg.n_near_scope + cfg.n_eval,
+                                  "n_out_of_scope": cfg.n_out_of_scope + cfg.n_eval})
+    sets = build_prompt_sets(principle, teacher, logged_prompts, wide, scope_fn)
+    train_sets, eval_sets = split_for_eval(sets, cfg.n_eval)
+    result = synthesize_from_prompts(principle, train_sets, generate_fn, teacher, cfg, on_stage)
+    return result.model_copy(update={"eval_prompts": eval_sets})

@@ -183,16 +183,22 @@ def test_a_capable_judge_decides_unchecked_revisions_and_its_failures_are_record
 def test_synthesize_end_to_end_writes_the_formats_of_refinery_train(tmp_path):
     from adapters.train import parse_constraints, parse_preferences
 
-    cfg = SynthesisConfig(n_in_scope=6, n_near_scope=5, n_out_of_scope=4)
+    cfg = SynthesisConfig(n_in_scope=6, n_near_scope=5, n_out_of_scope=4, n_eval=3)
     stages = []
     result = synthesize(GARDEN, echo_model, None, ["Any tips for my vegetable garden?"], cfg, on_stage=stages.append)
     assert stages == ["prompts", "baselines", "revisions", "verification"]
     assert result.counts["preference_rows"] == 6 and result.counts["constraint_rows"] == 9
+    # Held-out prompts for evaluation: 3 per scope, none of them in a training row.
+    held = result.eval_prompts
+    assert (len(held.in_scope), len(held.near_scope), len(held.out_of_scope)) == (3, 3, 3)
+    used = {r["prompt"] for r in result.preferences + result.constraints}
+    assert not used & set(held.in_scope + held.near_scope + held.out_of_scope)
     paths = result.write(tmp_path)
     prefs = [json.loads(line) for line in paths["preferences"].read_text().splitlines()]
     cons = [json.loads(line) for line in paths["constraints"].read_text().splitlines()]
     assert prefs == result.preferences and cons == result.constraints
     assert len(parse_preferences(prefs)) == 6 and len(parse_constraints(cons, 0.2)) == 9
+    assert json.loads(paths["eval_prompts"].read_text())["in_scope"] == held.in_scope
     saved = json.loads(paths["synthesis"].read_text())
     assert saved["content_hash"] == result.content_hash
     assert saved["prompts"]["in_scope"][0] == "Any tips for my vegetable garden?"
