@@ -178,22 +178,10 @@ def parse_teacher_args(pairs: list[str]) -> dict:
     return kwargs
 
 
-def mine_file(input_path: Path, output_path: Path, *, teacher: str | None = None, teacher_args: dict | None = None,
-              use_flr: bool = False, model: str | None = None, model_cache: Path | None = None,
-              force_llm: bool = False, retries: int = 1, batch_size: int = 16, progress: bool = True,
-              warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> MineReport:
-    """What `refinery mine` does; bench/natural.py calls it too, so both measure one code path."""
+def _mine(rows, output_path: Path, report: MineReport, lm, teacher, teacher_args, use_flr, force_llm, retries,
+          batch_size, progress, warn) -> None:
     from policies.teacher import build_teacher, is_capable
 
-    report = MineReport()
-    with open(input_path, encoding="utf-8") as f:
-        rows = read_conversations(f, report, warn)
-
-    lm = None
-    if use_flr or teacher == "local":
-        from adapters.base import load_model
-
-        lm = load_model(model, model_cache or default_model_cache())
     llm = None
     if teacher and teacher != "none":
         generate = local_generate_fn(lm) if teacher == "local" else None
@@ -201,12 +189,41 @@ def mine_file(input_path: Path, output_path: Path, *, teacher: str | None = None
         if not is_capable(llm) and not force_llm:
             warn("the local model is too small to classify feedback; rules only (--force-llm uses it anyway)")
     flr = compute_flr(lm.model, lm.tokenizer, rows, batch_size, progress) if use_flr else None
-
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with open(output_path, "w", encoding="utf-8") as out:
         for record in mine_rows(rows, llm, flr, force_llm=force_llm, retries=retries, report=report,
                                 progress=progress):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def mine_file(input_path: Path, output_path: Path, *, teacher: str | None = None, teacher_args: dict | None = None,
+              use_flr: bool = False, model: str | None = None, model_cache: Path | None = None,
+              force_llm: bool = False, retries: int = 1, batch_size: int = 16, progress: bool = True,
+              threads: int | None = None, warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> MineReport:
+    """What `refinery mine` does; bench/natural.py calls it too, so both measure one code path."""
+    report = MineReport()
+    with open(input_path, encoding="utf-8") as f:
+        rows = read_conversations(f, report, warn)
+
+    if not (use_flr or teacher == "local"):
+        _mine(rows, output_path, report, None, teacher, teacher_args, use_flr, force_llm, retries, batch_size,
+              progress, warn)
+        return report
+    import torch
+
+    from adapters.base import load_model
+
+    # One core left to the rest of the machine: with every core busy, torch's threads wait on
+    # each other and a forward pass gets many times slower (measured: 15x on 2 shared cores).
+    # Restored afterwards for in-process callers (bench, tests).
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or max(1, min(8, (os.cpu_count() or 2) - 1)))
+    try:
+        lm = load_model(model, model_cache or default_model_cache())
+        _mine(rows, output_path, report, lm, teacher, teacher_args, use_flr, force_llm, retries, batch_size,
+              progress, warn)
+    finally:
+        torch.set_num_threads(before)
     return report
 
 
@@ -234,11 +251,13 @@ def mine(
     force_llm: bool = typer.Option(False, "--force-llm", help="Use the teacher even when it is the small local model."),
     retries: int = typer.Option(1, "--retries", min=0, help="Re-asks when the teacher's answer does not parse."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Answers per FLR batch."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="Torch CPU threads when a model is loaded (default: cores - 1, at most 8)."),
 ) -> None:
     """Find natural feedback (corrections, complaints, thanks, rules) in logged conversations. Exit status 1 when some input lines were skipped (each reported on stderr); the other lines are still written."""
     report = mine_file(input, output, teacher=teacher, teacher_args=parse_teacher_args(teacher_arg),
                        use_flr=flr, model=model, model_cache=model_cache, force_llm=force_llm,
-                       retries=retries, batch_size=batch_size)
+                       retries=retries, batch_size=batch_size, threads=threads)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.categories.items()))
     typer.echo(f"{report.turns} turns from {report.conversations} conversations written to {output}"
                + (f" ({counts})" if counts else ""), err=True)
