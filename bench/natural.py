@@ -115,8 +115,16 @@ def run_detector(name: str, args, **mine_kwargs) -> dict:
     labelled = sum(len(r["labels"]) for r in rows)
     if labelled != len(preds):
         raise SystemExit(f"{labelled} labelled turns but {len(preds)} predictions: the labels miss some turns")
-    return {"detector": name, "seconds": round(seconds, 1),
-            "splits": {k: score(v) for k, v in splits.items()}, "mistakes": mistakes}
+    result = {"detector": name, "seconds": round(seconds, 1),
+              "splits": {k: score(v) for k, v in splits.items()}, "mistakes": mistakes}
+    pos = [p["flr"] for g, p, _ in splits["all"] if "flr" in p and g["polarity"] == "positive"]
+    neg = [p["flr"] for g, p, _ in splits["all"] if "flr" in p and g["polarity"] == "negative"]
+    if pos and neg:
+        # Does FLR alone tell the answers users praised from those they complained about?
+        # AUC 0.5 = no better than chance.
+        result["flr_auc_positive_vs_negative"] = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(neg))
+        result["flr_mean"] = {"positive": sum(pos) / len(pos), "negative": sum(neg) / len(neg)}
+    return result
 
 
 def pct(x) -> str:
@@ -140,6 +148,10 @@ def print_table(result: dict) -> None:
              ("LLM failures (rules used)", lambda m: str(m["llm_failures"]))]
     for label, fn in rows:
         print(f"{label:36}" + "".join(f"{fn(result['splits'][s]):>16}" for s in splits))
+    if "flr_auc_positive_vs_negative" in result:
+        m = result["flr_mean"]
+        print(f"FLR alone, praised vs complained-about answers: AUC {result['flr_auc_positive_vs_negative']:.3f} "
+              f"(mean FLR {m['positive']:.2f} vs {m['negative']:.2f})")
 
 
 def main() -> None:
@@ -148,7 +160,9 @@ def main() -> None:
     ap.add_argument("--teacher-arg", action="append", default=[], metavar="K=V",
                     help="constructor argument of the teacher class (repeatable; JSON values allowed)")
     ap.add_argument("--force-llm", action="store_true", help="use the teacher even if it is the small local model")
-    ap.add_argument("--flr", action="store_true", help="also run rules + follow-up likelihood (loads --model)")
+    ap.add_argument("--flr", action="store_true",
+                    help="also run rules with the follow-up likelihood prior (loads --model), and report how well FLR "
+                         "alone separates praised from criticised answers")
     ap.add_argument("--model", default=None, help="model for FLR and the local teacher (default: embedded)")
     ap.add_argument("--model-cache", type=Path, default=ROOT / ".cache" / "models")
     ap.add_argument("--retries", type=int, default=1)
@@ -157,8 +171,8 @@ def main() -> None:
     results = [run_detector("rules (no LLM)", args)]
     print_table(results[-1])
     if args.flr:
-        results.append(run_detector(f"rules + FLR ({args.model or 'embedded'})", args, use_flr=True, model=args.model,
-                                    model_cache=args.model_cache))
+        results.append(run_detector(f"rules + FLR prior ({args.model or 'embedded'})", args, use_flr=True,
+                                    flr_prior=True, model=args.model, model_cache=args.model_cache))
         print_table(results[-1])
     if args.teacher:
         results.append(run_detector(f"teacher {args.teacher}", args, teacher=args.teacher,

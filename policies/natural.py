@@ -36,7 +36,7 @@ from typing import Literal, Mapping, Sequence
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
-from policies.natural_patterns import LEAD_NO, Hit, contrast_after, find_hits, normalise, sentences
+from policies.natural_patterns import PRAISE_THEN_BUT, Hit, contrast_after, find_hits, normalise, sentences
 from policies.teacher import StructuredFailure, ask_structured, is_capable
 
 Category = Literal["repeat_rephrase", "aware_with_correction", "aware_without_correction", "clarification",
@@ -182,9 +182,8 @@ def detect_rules(turn: str, answer: str = "", previous_user: str = "", flr: floa
     `previous_user`). Never calls a model."""
     hits = find_hits(turn)
     # "No, I haven't tried that" answers the assistant's question: not a verdict on the answer.
-    assistant_asked = bool(answer.strip()) and answer.rstrip().endswith("?")
-    if assistant_asked:
-        hits = [h for h in hits if h.cue is not LEAD_NO]
+    if answer.rstrip().endswith("?"):
+        hits = [h for h in hits if h.cue.name not in ("lead_no", "bare_no")]
     by_kind: dict[str, list[Hit]] = {}
     for h in hits:
         by_kind.setdefault(h.cue.kind, []).append(h)
@@ -195,7 +194,8 @@ def detect_rules(turn: str, answer: str = "", previous_user: str = "", flr: floa
         cut = contrast_after(turn, min(h.start for h in positive))
         if cut is not None:
             positive = []
-            negative.append(Hit(LEAD_NO, cut, len(turn.rstrip())))
+            negative.append(Hit(PRAISE_THEN_BUT, cut, len(turn.rstrip())))
+            hits.append(negative[-1])
     doubt = by_kind.get("doubt", [])
     strong = [h for h in by_kind.get("correction", []) if h.cue.strong]
     weak = [h for h in by_kind.get("correction", []) if not h.cue.strong]

@@ -171,6 +171,8 @@ ALL_CUES: tuple[Cue, ...] = tuple(NEGATIVE + [LEAD_NO] + CORRECTION + DOUBT + CL
 _NEGATION_BEFORE = re.compile(r"(?:\bnot|n't|\bnever|\bno|\bhardly|\bbarely|\bnothing)\s+(?:\w+\s+){0,2}$", re.I)
 _SENTENCE = re.compile(r".+?(?:[.!?]+(?=\s+[A-Z0-9'\"‘“(]|\s*$)|\n|$)", re.S)
 _CONTRAST = re.compile(r"(?:,|\.|;|\s)\s*(?:but|however|though|although|except|only)\b", re.I)
+# Stands for the clause after "but" in "Thanks, but ..." (found by `contrast_after`, not matched).
+PRAISE_THEN_BUT = Cue("praise_then_but", "negative", _CONTRAST)
 
 
 def normalise(text: str) -> str:

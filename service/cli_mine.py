@@ -9,7 +9,8 @@ worker (policies.natural), for back-filling a store and for benchmarking the det
 Input: one {"messages": [...]} conversation per line (other fields are ignored; an "id" is
 copied to the output). Output: one JSON line per user turn that follows an assistant turn:
 {"line", "turn", "category", "polarity", "span", "principle", "source", "confidence"}, plus
-"flr" (the judged answer's follow-up likelihood) with --flr, and "error"/"raw" when the teacher
+"flr" (the judged answer's follow-up likelihood) with --flr (used as a detection signal only
+with --flr-prior), and "error"/"raw" when the teacher
 never answered in the schema (the rule result is given instead). `line` counts from 1, as in
 error messages; `turn` is the index in `messages`.
 
@@ -118,13 +119,15 @@ def flr_config(flr: dict[int, dict[int, float]]):
 
 
 def mine_rows(rows: list[tuple[int, dict]], llm=None, flr: dict[int, dict[int, float]] | None = None, *,
-              force_llm: bool = False, retries: int = 1, report: MineReport | None = None,
+              flr_prior: bool = False, force_llm: bool = False, retries: int = 1, report: MineReport | None = None,
               progress: bool = True) -> Iterable[dict]:
-    """Output records, one per user turn that follows an assistant turn, in input order."""
+    """Output records, one per user turn that follows an assistant turn, in input order.
+    With `flr_prior`, the file's FLR quartiles steer the reformulation threshold (see
+    policies.natural.RuleConfig); otherwise FLR is only reported."""
     from policies.natural import RuleConfig, detect_conversation
 
     report = report or MineReport()
-    config = flr_config(flr) if flr else RuleConfig()
+    config = flr_config(flr) if flr and flr_prior else RuleConfig()
     for number, row in tqdm(rows, desc="natural feedback", unit="conversation", disable=not progress or None):
         report.conversations += 1
         per_line = (flr or {}).get(number, {})
@@ -145,19 +148,31 @@ def mine_rows(rows: list[tuple[int, dict]], llm=None, flr: dict[int, dict[int, f
             yield record
 
 
-def local_generate_fn(lm, default_max_tokens: int = 128):
-    """Greedy answers from an already-loaded model, for the 'local' teacher."""
+def local_generate_fn(lm, default_max_tokens: int = 96):
+    """Greedy answers from an already-loaded model, for the 'local' teacher. Generation stops
+    once a JSON object has been opened and closed: what a small model adds after it is
+    rambling paid for in CPU time."""
     import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
 
     tok, model = lm.tokenizer, lm.model
+
+    class JsonClosed(StoppingCriteria):
+        def __init__(self, start: int):
+            self.start = start
+
+        def __call__(self, input_ids, scores, **kwargs) -> bool:
+            text = tok.decode(input_ids[0, self.start:], skip_special_tokens=True)
+            return "{" in text and text.count("}") >= text.count("{")
 
     @torch.no_grad()
     def generate(messages: list[dict], max_tokens: int) -> str:
         ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
         ids = {k: v.to(lm.device) for k, v in ids.items()}
         n = ids["input_ids"].shape[1]
-        out = model.generate(**ids, max_new_tokens=max_tokens or default_max_tokens, do_sample=False,
-                             pad_token_id=tok.pad_token_id)
+        out = model.generate(**ids, max_new_tokens=min(max_tokens or default_max_tokens, default_max_tokens),
+                             do_sample=False, pad_token_id=tok.pad_token_id,
+                             stopping_criteria=StoppingCriteriaList([JsonClosed(n)]))
         return tok.decode(out[0, n:], skip_special_tokens=True)
 
     return generate
@@ -178,8 +193,8 @@ def parse_teacher_args(pairs: list[str]) -> dict:
     return kwargs
 
 
-def _mine(rows, output_path: Path, report: MineReport, lm, teacher, teacher_args, use_flr, force_llm, retries,
-          batch_size, progress, warn) -> None:
+def _mine(rows, output_path: Path, report: MineReport, lm, teacher, teacher_args, use_flr, flr_prior, force_llm,
+          retries, batch_size, progress, warn) -> None:
     from policies.teacher import build_teacher, is_capable
 
     llm = None
@@ -191,14 +206,14 @@ def _mine(rows, output_path: Path, report: MineReport, lm, teacher, teacher_args
     flr = compute_flr(lm.model, lm.tokenizer, rows, batch_size, progress) if use_flr else None
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with open(output_path, "w", encoding="utf-8") as out:
-        for record in mine_rows(rows, llm, flr, force_llm=force_llm, retries=retries, report=report,
-                                progress=progress):
+        for record in mine_rows(rows, llm, flr, flr_prior=flr_prior, force_llm=force_llm, retries=retries,
+                                report=report, progress=progress):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def mine_file(input_path: Path, output_path: Path, *, teacher: str | None = None, teacher_args: dict | None = None,
-              use_flr: bool = False, model: str | None = None, model_cache: Path | None = None,
-              force_llm: bool = False, retries: int = 1, batch_size: int = 16, progress: bool = True,
+              use_flr: bool = False, flr_prior: bool = False, model: str | None = None,
+              model_cache: Path | None = None, force_llm: bool = False, retries: int = 1, batch_size: int = 16, progress: bool = True,
               threads: int | None = None, warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> MineReport:
     """What `refinery mine` does; bench/natural.py calls it too, so both measure one code path."""
     report = MineReport()
@@ -206,8 +221,8 @@ def mine_file(input_path: Path, output_path: Path, *, teacher: str | None = None
         rows = read_conversations(f, report, warn)
 
     if not (use_flr or teacher == "local"):
-        _mine(rows, output_path, report, None, teacher, teacher_args, use_flr, force_llm, retries, batch_size,
-              progress, warn)
+        _mine(rows, output_path, report, None, teacher, teacher_args, use_flr, flr_prior, force_llm, retries,
+              batch_size, progress, warn)
         return report
     import torch
 
@@ -220,8 +235,8 @@ def mine_file(input_path: Path, output_path: Path, *, teacher: str | None = None
     torch.set_num_threads(threads or max(1, min(8, (os.cpu_count() or 2) - 1)))
     try:
         lm = load_model(model, model_cache or default_model_cache())
-        _mine(rows, output_path, report, lm, teacher, teacher_args, use_flr, force_llm, retries, batch_size,
-              progress, warn)
+        _mine(rows, output_path, report, lm, teacher, teacher_args, use_flr, flr_prior, force_llm, retries,
+              batch_size, progress, warn)
     finally:
         torch.set_num_threads(before)
     return report
@@ -240,8 +255,11 @@ def mine(
                                           help="Constructor argument of the teacher class (repeatable; JSON values "
                                                "allowed)."),
     flr: bool = typer.Option(False, "--flr/--no-flr",
-                             help="Score every judged answer's follow-up likelihood with --model and use it as a "
-                                  "signal (loads the model; about a second per answer on CPU)."),
+                             help="Score every judged answer's follow-up likelihood with --model and write it as "
+                                  "\"flr\" (loads the model; about half a second per answer on one CPU core)."),
+    flr_prior: bool = typer.Option(False, "--flr-prior/--no-flr-prior",
+                                   help="With --flr, let the file's FLR quartiles move the reformulation threshold. "
+                                        "Off by default: with the embedded 135M model it made the bench worse."),
     model: Optional[str] = typer.Option(None, "--model",
                                         help="Model for --flr and the local teacher: a directory or hub id "
                                              "(default: the embedded SmolLM2-135M-Instruct)."),
@@ -256,7 +274,7 @@ def mine(
 ) -> None:
     """Find natural feedback (corrections, complaints, thanks, rules) in logged conversations. Exit status 1 when some input lines were skipped (each reported on stderr); the other lines are still written."""
     report = mine_file(input, output, teacher=teacher, teacher_args=parse_teacher_args(teacher_arg),
-                       use_flr=flr, model=model, model_cache=model_cache, force_llm=force_llm,
+                       use_flr=flr, flr_prior=flr_prior, model=model, model_cache=model_cache, force_llm=force_llm,
                        retries=retries, batch_size=batch_size, threads=threads)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.categories.items()))
     typer.echo(f"{report.turns} turns from {report.conversations} conversations written to {output}"

@@ -160,12 +160,13 @@ def test_criticism_after_praise_decides():
     assert fb.category == "aware_without_correction" and fb.polarity == "negative"
     # The "but" clause without a known complaint phrase still takes the praise back.
     fb = detect_rules("It runs, but the output is empty.", ANSWER, QUESTION)
-    assert fb.polarity == "negative"
+    assert fb.polarity == "negative" and "praise_then_but" in fb.cues
 
 
 def test_no_answering_the_assistants_question_is_not_a_verdict():
     asked = "Did you already try restarting the router?"
     assert detect_rules("No, I haven't. Should I?", asked, "My internet is slow.").category == "none"
+    assert detect_rules("No.", "Would you like more examples?", "Show me a haiku.").category == "none"
     # The same words after a statement are a verdict.
     assert detect_rules("No, I haven't.", "You said you restarted it.", "q").category == "aware_without_correction"
 
