@@ -72,6 +72,9 @@ class SynthesisConfig(BaseModel):
     revision_extra_tokens: int = Field(16, ge=0, description="extra budget of a revision (room for a marker)")
     min_revision_ratio: float = Field(0.25, ge=0, description="a revision shorter than this share of the "
                                       "baseline (markers removed) is a stub; not applied to concision rules")
+    prefer_minimal_edit: bool = Field(False, description="with checks, take the repaired baseline as the chosen "
+                                      "answer whenever the checks can repair it, and ask for a revision only "
+                                      "where they cannot: chosen and rejected then differ by the rule alone")
     skip_passing_baselines: bool = Field(True, description="drop a pair whose baseline already passes the checks: "
                                          "it teaches a rephrasing, not the rule")
     keep_unverified: bool = Field(True, description="keep revisions nothing could verify (no checks, no "
@@ -443,11 +446,26 @@ def synthesize_from_prompts(principle, prompt_sets: PromptSets, generate_fn: Gen
 
     stage("revisions")
     items = [(p, base[p]) for p in prompt_sets.in_scope]
+    minimal: dict[str, RevisionRecord] = {}
+    skip: set[str] = set()  # baselines that already pass: _verify drops them, no revision needed
+    if f["checks"] and cfg.skip_passing_baselines:
+        skip = {p for p, b in items if passes_all(f["checks"], b, b)}
+    if cfg.prefer_minimal_edit and f["checks"]:
+        for p, b in items:
+            if p in skip:
+                continue
+            verdict, text = verify_revision(f["checks"], b, b)
+            if verdict == "repaired":
+                minimal[p] = RevisionRecord(prompt=p, baseline=b, revision=None, verdict="baseline_repaired",
+                                            chosen=text, reason="minimal edit preferred")
+    to_revise = [(p, b) for p, b in items if p not in minimal and p not in skip]
     revisor = capable if (capable is not None and cfg.teacher_revises) else None
-    revisions = _revise(items, f["effect"] or f["text"], generate_fn, revisor, cfg, failures) if items else []
+    revised = _revise(to_revise, f["effect"] or f["text"], generate_fn, revisor, cfg, failures) if to_revise else []
+    by_prompt = dict(zip((p for p, _ in to_revise), revised))
 
     stage("verification")
-    records = [_verify(p, b, r, f, capable, cfg, failures) for (p, b), r in zip(items, revisions)]
+    records = [minimal[p] if p in minimal else _verify(p, b, by_prompt.get(p), f, capable, cfg, failures)
+               for p, b in items]
     preferences = [{"prompt": r.prompt, "chosen": r.chosen, "rejected": r.baseline}
                    for r in records if r.chosen is not None and r.baseline]
     constraints = ([{"prompt": p, "completion": base[p], "weight": cfg.near_weight}

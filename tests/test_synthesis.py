@@ -140,6 +140,14 @@ def test_verification_keeps_repairs_falls_back_to_the_baseline_and_drops():
     loose = SynthesisConfig(skip_passing_baselines=False)
     assert synthesize_from_prompts(GARDEN, only_d, passing, config=loose).revisions[0].verdict == "kept"
 
+    # Minimal edits preferred: every repairable baseline is the chosen answer, no revision asked.
+    asked = []
+    minimal = synthesize_from_prompts(GARDEN, sets, lambda c, n: asked.extend(c) or fn(c, n),
+                                      config=SynthesisConfig(prefer_minimal_edit=True))
+    assert [r.verdict for r in minimal.revisions] == ["baseline_repaired"] * 3 + ["dropped"]
+    assert all(r["chosen"] == "Green thumb: " + r["rejected"] for r in minimal.preferences)
+    assert not any(c[-1]["content"].startswith("Here is a request") for c in asked)
+
     again = synthesize_from_prompts(GARDEN, sets, fn)
     assert again.content_hash == result.content_hash == content_hash(result.preferences, result.constraints)
     changed = [dict(r) for r in result.constraints]
