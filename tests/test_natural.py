@@ -351,3 +351,28 @@ def test_prompt_carries_the_turn_the_answer_and_the_guidelines():
 def test_result_model_round_trips():
     fb = detect_rules("No, it's Canberra.", "Sydney.", "Capital?")
     assert NaturalFeedback.model_validate_json(fb.model_dump_json()) == fb
+
+
+def test_bench_data_is_consistent():
+    """bench/data/natural_labelled.jsonl: every judged turn labelled once, valid values, spans
+    verbatim, and enough of every category for per-category figures to mean something."""
+    from collections import Counter
+    from pathlib import Path
+
+    from policies.natural import CATEGORIES, POLARITIES
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "data" / "natural_labelled.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) >= 60 and len({r["id"] for r in rows}) == len(rows)
+    counts, principles = Counter(), 0
+    for r in rows:
+        assert r["split"] in ("dev", "heldout")
+        assert sorted(lab["turn"] for lab in r["labels"]) == feedback_turns(r["messages"]), r["id"]
+        for lab in r["labels"]:
+            turn = r["messages"][lab["turn"]]["content"]
+            assert lab["category"] in CATEGORIES and lab["polarity"] in POLARITIES
+            assert (lab["span"] is None) == (lab["category"] == "none")
+            assert lab["span"] is None or lab["span"] in turn
+            counts[lab["category"]] += 1
+            principles += lab["principle"]
+    assert min(counts[c] for c in CATEGORIES) >= 10 and principles >= 15
