@@ -385,13 +385,21 @@ def _revise(items: list[tuple[str, str]], rule: str, generate_fn: GenerateBatchF
     return out
 
 
+def _already_follows(checks: Sequence[Check], baseline: str) -> bool:
+    """Does the baseline already pass? Never for a check measured against the baseline itself
+    (`length` without a value: a baseline is as long as itself, which says nothing)."""
+    if any(c.metric == "length" and c.value is None for c in checks):
+        return False
+    return passes_all(checks, baseline, baseline)
+
+
 def _verify(prompt: str, baseline: str, revision: str | None, f: dict, judge: BaseChatModel | None,
             cfg: SynthesisConfig, failures: list[SynthesisFailure]) -> RevisionRecord:
     checks = f["checks"]
     rec = dict(prompt=prompt, baseline=baseline, revision=revision)
     usable = revision is not None and not is_stub(revision, baseline, checks, f["effect"], cfg.min_revision_ratio)
     if checks:
-        if cfg.skip_passing_baselines and passes_all(checks, baseline, baseline):
+        if cfg.skip_passing_baselines and _already_follows(checks, baseline):
             return RevisionRecord(**rec, verdict="dropped", reason="the baseline already passes the checks")
         if usable:
             verdict, text = verify_revision(checks, revision, baseline)
@@ -449,7 +457,7 @@ def synthesize_from_prompts(principle, prompt_sets: PromptSets, generate_fn: Gen
     minimal: dict[str, RevisionRecord] = {}
     skip: set[str] = set()  # baselines that already pass: _verify drops them, no revision needed
     if f["checks"] and cfg.skip_passing_baselines:
-        skip = {p for p, b in items if passes_all(f["checks"], b, b)}
+        skip = {p for p, b in items if _already_follows(f["checks"], b)}
     if cfg.prefer_minimal_edit and f["checks"]:
         for p, b in items:
             if p in skip:

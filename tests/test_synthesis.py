@@ -220,3 +220,15 @@ def test_stub_detection(revision, stub):
 
     baseline = "same" if revision == "same" else "a real answer of some length here"
     assert is_stub(revision, baseline, as_checks(checks), GARDEN.effect, 0.25) is stub
+
+
+def test_a_concision_rule_keeps_shorter_revisions():
+    concise = Principle(text="Be concise when emailing my boss", domain="emails to my boss", effect="be more concise",
+                        source="critique", checks=["length"])
+    sets = PromptSets(in_scope=["x", "y"], near_scope=[], out_of_scope=[])
+    fn = scripted_model({"x": "Short and to the point, as asked.", "y": "A much longer answer than before, " * 3},
+                        {"x": "A long rambling answer that goes on and on about things.", "y": "A medium answer."})
+    result = synthesize_from_prompts(concise, sets, fn)
+    # The baseline is never "already concise" against itself; a shorter revision is kept, a longer one
+    # cannot be repaired (length is not constructive) and the baseline cannot stand in: dropped.
+    assert [r.verdict for r in result.revisions] == ["kept", "dropped"]
