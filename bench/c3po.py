@@ -47,7 +47,7 @@ CONDITIONS = [("base", "base"), ("in_context", "in-context"), ("dpo", "DPO only"
 
 CONFIGS = {
     # 3 feedbacks x (60 baselines + 20 revisions + 2 trainings + 4 x 30 test answers) on 2 CPU cores.
-    "small": {"feedbacks": ["own-garden", "own-nobold", "c3po-080"], "n_train": 20, "n_test": 10,
+    "small": {"feedbacks": ["own-garden", "own-filler", "c3po-080"], "n_train": 20, "n_test": 10,
               "max_new_tokens": 48, "batch_size": 16},
     # Every feedback with checks, more prompts and longer answers: for a GPU.
     "large": {"feedbacks": "all", "n_train": 60, "n_test": 30, "max_new_tokens": 96, "batch_size": 32},
@@ -164,6 +164,8 @@ def main(argv=None) -> int:
     ap.add_argument("--teacher-arg", action="append", default=[], metavar="K=V")
     ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                     help="torch CPU threads (1 when other work shares 2 cores: contention makes torch ~20x slower)")
+    ap.add_argument("--prefer-minimal-edit", action="store_true",
+                    help="chosen = the repaired baseline wherever the checks can repair it (SynthesisConfig)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(RESULTS / "c3po.json"))
     args = ap.parse_args(argv)
@@ -218,7 +220,8 @@ def main(argv=None) -> int:
         log(f"{fb['id']}: synthesis on {len(train_sets.in_scope)}/{len(train_sets.near_scope)}/"
             f"{len(train_sets.out_of_scope)} prompts")
         synth = synthesize_from_prompts(principle, train_sets, generate_fn, teacher,
-                                        SynthesisConfig(max_new_tokens=cfg["max_new_tokens"], seed=args.seed),
+                                        SynthesisConfig(max_new_tokens=cfg["max_new_tokens"], seed=args.seed,
+                                                        prefer_minimal_edit=args.prefer_minimal_edit),
                                         on_stage=lambda s: log(f"{fb['id']}: {s}"))
         fb_dir = out_root / fb["id"]
         synth.write(fb_dir / "data")
@@ -276,7 +279,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = {"config": {"name": args.config, **cfg, "train": train_cfg.__dict__, "teacher": args.teacher,
-                          "seed": args.seed},
+                          "prefer_minimal_edit": args.prefer_minimal_edit, "seed": args.seed},
                "machine": machine, "wall_seconds": round(wall, 1), "throughput": throughput,
                "overall": overall, "feedbacks": results}
     out.write_text(json.dumps(summary, indent=1, ensure_ascii=False, default=str) + "\n")
