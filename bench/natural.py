@@ -85,12 +85,18 @@ def score(pairs: list[tuple[dict, dict, str]]) -> dict:
     return out
 
 
-def run_detector(name: str, args, **mine_kwargs) -> dict:
+def load_rows(split: str = "all") -> list[dict]:
     rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if split == "all" or r.get("split", "dev") == split]
+
+
+def run_detector(name: str, rows: list[dict], progress: bool = False, **mine_kwargs) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        out_path = Path(tmp) / "labels.jsonl"
+        # The rows go through a file, as `refinery mine` reads them.
+        in_path, out_path = Path(tmp) / "conversations.jsonl", Path(tmp) / "labels.jsonl"
+        in_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         t0 = time.perf_counter()
-        report = mine_file(DATA, out_path, progress=False, **mine_kwargs)
+        report = mine_file(in_path, out_path, progress=progress, **mine_kwargs)
         seconds = time.perf_counter() - t0
         preds = {(r["line"], r["turn"]): r for r in map(json.loads, out_path.read_text(encoding="utf-8").splitlines())}
     if report.skipped:
@@ -166,16 +172,20 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="model for FLR and the local teacher (default: embedded)")
     ap.add_argument("--model-cache", type=Path, default=ROOT / ".cache" / "models")
     ap.add_argument("--retries", type=int, default=1)
+    ap.add_argument("--teacher-split", choices=("all", "dev", "heldout"), default="all",
+                    help="conversations the teacher run covers (a slow teacher on CPU: heldout is 28 of them)")
     args = ap.parse_args()
 
-    results = [run_detector("rules (no LLM)", args)]
+    rows = load_rows()
+    results = [run_detector("rules (no LLM)", rows)]
     print_table(results[-1])
     if args.flr:
-        results.append(run_detector(f"rules + FLR prior ({args.model or 'embedded'})", args, use_flr=True,
+        results.append(run_detector(f"rules + FLR prior ({args.model or 'embedded'})", rows, use_flr=True,
                                     flr_prior=True, model=args.model, model_cache=args.model_cache))
         print_table(results[-1])
     if args.teacher:
-        results.append(run_detector(f"teacher {args.teacher}", args, teacher=args.teacher,
+        results.append(run_detector(f"teacher {args.teacher}" + (f" on {args.teacher_split}" if args.teacher_split != "all" else ""),
+                                    load_rows(args.teacher_split), progress=True, teacher=args.teacher,
                                     teacher_args=parse_teacher_args(args.teacher_arg), force_llm=args.force_llm,
                                     model=args.model, model_cache=args.model_cache, retries=args.retries))
         print_table(results[-1])

@@ -79,6 +79,11 @@ def read_conversations(lines: Iterable[str], report: MineReport,
     return rows
 
 
+def _no_bar(progress: bool | None) -> bool | None:
+    """tqdm's `disable`: None shows a bar only on a terminal; True / False force it."""
+    return None if progress is None else not progress
+
+
 def judged_answers(messages: list[dict]) -> list[int]:
     """Indices of the assistant messages that a user turn follows (the answers to score)."""
     return [i for i in range(len(messages) - 1)
@@ -86,7 +91,7 @@ def judged_answers(messages: list[dict]) -> list[int]:
 
 
 def compute_flr(model, tokenizer, rows: list[tuple[int, dict]], batch_size: int = 16,
-                progress: bool = True) -> dict[int, dict[int, float]]:
+                progress: bool | None = None) -> dict[int, dict[int, float]]:
     """{line: {assistant index: FLR}} for every answer a user turn follows."""
     from adapters.flr import flr_scores
 
@@ -96,7 +101,7 @@ def compute_flr(model, tokenizer, rows: list[tuple[int, dict]], batch_size: int 
             keys.append((number, i))
             convs.append([{"role": m["role"], "content": m.get("content") or ""} for m in row["messages"][: i + 1]])
     out: dict[int, dict[int, float]] = {}
-    bar = tqdm(total=len(convs), desc="follow-up likelihood", unit="answer", disable=not progress or None)
+    bar = tqdm(total=len(convs), desc="follow-up likelihood", unit="answer", disable=_no_bar(progress))
     for at in range(0, len(convs), batch_size):
         scores = flr_scores(model, tokenizer, convs[at:at + batch_size], batch_size=batch_size)
         for (number, i), s in zip(keys[at:at + batch_size], scores):
@@ -120,7 +125,7 @@ def flr_config(flr: dict[int, dict[int, float]]):
 
 def mine_rows(rows: list[tuple[int, dict]], llm=None, flr: dict[int, dict[int, float]] | None = None, *,
               flr_prior: bool = False, force_llm: bool = False, retries: int = 1, report: MineReport | None = None,
-              progress: bool = True) -> Iterable[dict]:
+              progress: bool | None = None) -> Iterable[dict]:
     """Output records, one per user turn that follows an assistant turn, in input order.
     With `flr_prior`, the file's FLR quartiles steer the reformulation threshold (see
     policies.natural.RuleConfig); otherwise FLR is only reported."""
@@ -128,7 +133,7 @@ def mine_rows(rows: list[tuple[int, dict]], llm=None, flr: dict[int, dict[int, f
 
     report = report or MineReport()
     config = flr_config(flr) if flr and flr_prior else RuleConfig()
-    for number, row in tqdm(rows, desc="natural feedback", unit="conversation", disable=not progress or None):
+    for number, row in tqdm(rows, desc="natural feedback", unit="conversation", disable=_no_bar(progress)):
         report.conversations += 1
         per_line = (flr or {}).get(number, {})
         for turn, fb in detect_conversation(row["messages"], llm=llm, flr_scores=per_line, config=config,
@@ -213,7 +218,7 @@ def _mine(rows, output_path: Path, report: MineReport, lm, teacher, teacher_args
 
 def mine_file(input_path: Path, output_path: Path, *, teacher: str | None = None, teacher_args: dict | None = None,
               use_flr: bool = False, flr_prior: bool = False, model: str | None = None,
-              model_cache: Path | None = None, force_llm: bool = False, retries: int = 1, batch_size: int = 16, progress: bool = True,
+              model_cache: Path | None = None, force_llm: bool = False, retries: int = 1, batch_size: int = 16, progress: bool | None = None,
               threads: int | None = None, warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> MineReport:
     """What `refinery mine` does; bench/natural.py calls it too, so both measure one code path."""
     report = MineReport()
