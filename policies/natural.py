@@ -245,15 +245,17 @@ def detect_rules(turn: str, answer: str = "", previous_user: str = "", flr: floa
         if positive and not marker:
             return result("positive", positive, 0.7)
         return result("aware_with_correction", negative + doubt, 0.7)
-    if repeat or (rephrased and not negative):
-        conf = 0.75 if repeat else min(0.9, 0.4 + (sim or 0) / 2)
-        return result("repeat_rephrase", [], conf, span=turn.strip())
+    if repeat:
+        return result("repeat_rephrase", [], 0.75, span=turn.strip())
     if negative:
         return result("aware_without_correction", negative, 0.7)
     if doubt:
         return result("clarification", doubt + clarify, 0.65, polarity="negative")
+    # Before similarity: "What do you mean by capital?" reuses the question's words.
     if clarify:
         return result("clarification", clarify, 0.7)
+    if rephrased:
+        return result("repeat_rephrase", [], min(0.9, 0.4 + (sim or 0) / 2), span=turn.strip())
     if _term_question(turn, answer, previous_user):
         return result("clarification", [], 0.55, span=turn.strip())
     if positive:

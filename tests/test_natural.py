@@ -218,6 +218,11 @@ def test_repeat_detected_from_similarity():
     assert fb.span == messages[2]["content"] and fb.similarity >= 0.5
 
 
+def test_clarifying_question_reusing_the_words_is_not_a_repeat():
+    fb = detect_rules("What do you mean by capital?", "Sydney.", "What is the capital of Australia?")
+    assert fb.similarity >= 0.5 and fb.category == "clarification"
+
+
 def test_repeat_announced():
     fb = detect_rules("Let me rephrase: which train goes to the airport?", ANSWER, "How do I get to the airport?")
     assert fb.category == "repeat_rephrase"
