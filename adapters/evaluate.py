@@ -257,6 +257,8 @@ def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str
     method = "checks" if checks else ("judge" if judge is not None else "none")
     order = [(s, p) for s in SCOPES for p in sets[s]]
     rule = {"text": f["text"]}
+    # The model generating right now: the base, then the PEFT wrapper once an adapter is on.
+    model_ref = [model]
 
     def answer_all(system_rule: bool) -> tuple[dict[str, list[str]], float]:
         convs = [[{"role": "user", "content": p}] for _, p in order]
@@ -272,7 +274,6 @@ def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str
 
     from peft import PeftModel
 
-    model_ref = [model]
     raw: dict[str, tuple[str, str | None, dict[str, list[str]], float]] = {}
     given_peft = isinstance(model, PeftModel)
     if given_peft:
