@@ -85,6 +85,7 @@ class EvalReport(BaseModel):
     comparison: Comparison
     judge: str | None = None
     judge_capable: bool = False
+    ignored_judge: str | None = Field(None, description="a judge given but not capable, hence not used")
     prompts: dict[str, list[str]]
     conditions: dict[str, ConditionResult]
     candidate: str | None = Field(None, description="the condition the gate decides on")
@@ -108,7 +109,8 @@ class EvalReport(BaseModel):
         lines = [f"# Adapter evaluation: {p.get('text', '')}", "",
                  f"- domain: {p.get('domain', '')}", f"- effect: {p.get('effect', '')}",
                  f"- measured by: {self.method}" + (f" ({', '.join(p.get('checks_text', []))})" if self.method == "checks" else "")
-                 + (f" ({self.judge}{'' if self.judge_capable else ', not a capable judge'})" if self.method == "judge" else ""),
+                 + (f" ({self.judge}{'' if self.judge_capable else ', not a capable judge'})" if self.method == "judge" else "")
+                 + (f" (judge {self.ignored_judge} ignored: not capable)" if self.ignored_judge else ""),
                  f"- comparison: {self.comparison}",
                  f"- prompts: {', '.join(f'{k} {len(v)}' for k, v in self.prompts.items())}; "
                  f"greedy, {self.max_new_tokens} new tokens", "",
@@ -240,17 +242,25 @@ def _prompt_sets(prompts) -> dict[str, list[str]]:
 def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str, Path | str] | None = None,
                         judge=None, *, comparison: Comparison | None = None, max_new_tokens: int = 64,
                         batch_size: int = 16, candidate: str | None = None, judge_retries: int = 1,
-                        progress: bool = False) -> EvalReport:
+                        weak_judge_ok: bool = False, progress: bool = False) -> EvalReport:
     """Base, in-context and every adapter in `adapters` ({name: directory}) on the same prompts.
 
     `model` is the base model (a plain transformers model, or a PeftModel whose adapters are then
     switched off for the base rows); each adapter is loaded onto it with PEFT and removed again
     before returning. Not safe while the same model object serves requests. `prompts` is a dict
-    or PromptSets with in_scope / near_scope / out_of_scope.
+    or PromptSets with in_scope / near_scope / out_of_scope (use held-out prompts: a
+    SynthesisResult's `eval_prompts`, not the prompts it trained on).
+
+    A judge that is not capable (policies.teacher.is_capable: the small local model) is ignored
+    unless `weak_judge_ok`: a 135M judge's verdicts would make the gate a coin toss. The report
+    then says nothing measured the effect, and the gate fails.
     """
     from adapters.generate import generate
 
     f = _fields(principle)
+    ignored_judge = None
+    if judge is not None and not is_capable(judge) and not weak_judge_ok:
+        ignored_judge, judge = type(judge).__name__, None
     sets = _prompt_sets(prompts)
     checks = f["checks"]
     comparison = comparison or default_comparison(checks)
@@ -347,17 +357,18 @@ def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str
         candidate = next(iter(adapters)) if len(adapters) == 1 else list(adapters)[-1]
     return EvalReport(principle=principle_out, method=method, comparison=comparison,
                       judge=type(judge).__name__ if judge is not None else None, judge_capable=is_capable(judge),
+                      ignored_judge=ignored_judge,
                       prompts=sets, conditions=conditions, candidate=candidate, judge_failures=failures,
                       max_new_tokens=max_new_tokens)
 
 
 def evaluate_adapter(model, tokenizer, adapter_dir: Path | str, principle, prompts, judge=None, *,
                      comparison: Comparison | None = None, max_new_tokens: int = 64, batch_size: int = 16,
-                     progress: bool = False) -> EvalReport:
+                     weak_judge_ok: bool = False, progress: bool = False) -> EvalReport:
     """One adapter beside the base model and in-context prompting; the adapter row is named "adapter"."""
     return evaluate_conditions(model, tokenizer, principle, prompts, {"adapter": adapter_dir}, judge,
                                comparison=comparison, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                               candidate="adapter", progress=progress)
+                               candidate="adapter", weak_judge_ok=weak_judge_ok, progress=progress)
 
 
 # -- the promotion gate ------------------------------------------------------------------------
@@ -391,7 +402,9 @@ def gate(report: EvalReport, thresholds: GateThresholds | None = None,
         reasons.append(("pass: " if ok else "fail: ") + text)
 
     if report.method == "none":
-        check(False, "nothing measured the effect: the principle has no checks and no judge was given")
+        why = (f"the judge {report.ignored_judge} is not capable enough" if report.ignored_judge
+               else "no judge was given")
+        check(False, f"nothing measured the effect: the principle has no checks and {why}")
         return False, reasons
     adherence = cand.rate("in_scope")
     in_context = report.conditions["in_context"].rate("in_scope") if "in_context" in report.conditions else None

@@ -111,6 +111,22 @@ def test_two_adapters_and_no_measure(tiny):
     assert not passed and "no checks and no judge" in reasons[0]
 
 
+def test_a_weak_judge_is_ignored_unless_allowed(tiny):
+    from policies.teacher import LocalChatModel
+
+    model, tok, adapter = tiny
+    weak = LocalChatModel(generate_fn=lambda msgs, n: '{"shows_effect": true}')
+    principle = {"text": "Be nice", "domain": "x", "effect": "be nice"}
+    prompts = {"in_scope": ["hi there"], "near_scope": [], "out_of_scope": ["yo"]}
+    report = evaluate_adapter(model, tok, adapter, principle, prompts, judge=weak, max_new_tokens=3)
+    assert report.method == "none" and report.ignored_judge == "LocalChatModel"
+    assert "LocalChatModel is not capable" in gate(report)[1][0]
+    allowed = evaluate_adapter(model, tok, adapter, principle, prompts, judge=weak, max_new_tokens=3,
+                               weak_judge_ok=True)
+    assert allowed.method == "judge" and not allowed.judge_capable
+    assert allowed.conditions["adapter"].scopes["in_scope"].rate == 1.0
+
+
 def test_effect_for_concision_needs_a_clearly_shorter_answer():
     checks = as_checks(["length"])
     base = "x" * 100
