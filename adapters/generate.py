@@ -1,0 +1,168 @@
+"""Batched greedy generation with the chat template, for data synthesis, evaluation and the CLI.
+
+`generate` works on an already-loaded model (base or PEFT) so callers that generate many times
+load once; `generate_file` is the `refinery generate` command: JSONL in, JSONL out.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+Messages = list[dict]
+
+
+def to_messages(prompt: str | Messages | dict, system: str | None = None) -> Messages:
+    """A prompt as an OpenAI-style message list, with `system` as the first message if given.
+
+    Accepts a string (one user turn), a message list, or a JSONL row holding "messages" or
+    "prompt". A given system message replaces one already present: the caller asked for it.
+    """
+    if isinstance(prompt, dict):
+        if "messages" in prompt:
+            prompt = prompt["messages"]
+        elif "prompt" in prompt:
+            prompt = prompt["prompt"]
+        else:
+            raise ValueError("a row needs a 'prompt' or a 'messages' field")
+    if isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt}]
+    elif isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m for m in prompt):
+        messages = [dict(m) for m in prompt]
+    else:
+        raise ValueError(f"a prompt must be a string or a list of messages, got {type(prompt).__name__}")
+    if system is not None:
+        messages = [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
+    return messages
+
+
+def render_prompt(tokenizer, messages: Messages) -> list[int]:
+    """Token ids of the conversation followed by the assistant's turn header."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    # transformers 5 returns a BatchEncoding here where 4.x returned a plain list.
+    if hasattr(ids, "keys") and "input_ids" in ids:
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    conversations: list[Messages],
+    max_new_tokens: int = 128,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy answers, one per conversation, in input order.
+
+    Prompts are sorted by length before batching so a batch pads little, then left-padded (a
+    decoder continues from the last position, so padding must go before the prompt) with an
+    attention mask. Greedy decoding makes the answer independent of the batch it fell into, up
+    to float rounding.
+    """
+    if not conversations:
+        return []
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = [render_prompt(tokenizer, m) for m in conversations]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
+    answers: list[str] = [""] * len(encoded)
+    was_training = model.training
+    model.eval()
+    try:
+        bar = tqdm(total=len(encoded), desc="generate", unit="prompt", disable=not progress)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(len(encoded[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids = encoded[i]
+                input_ids[row, width - len(ids):] = torch.tensor(ids)
+                attention[row, width - len(ids):] = 1
+            out = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                # set explicitly: a model's generation_config may ask for sampling
+                temperature=None, top_p=None, top_k=None,
+                pad_token_id=pad_id,
+            )
+            for row, i in enumerate(idx):
+                answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+            bar.update(len(idx))
+        bar.close()
+    finally:
+        model.train(was_training)
+    return answers
+
+
+def load_for_generation(model_spec: str | None, cache_dir: Path, adapter: Path | str | None = None,
+                        device: str = "auto"):
+    """(model, tokenizer) for the base model, with the LoRA adapter in `adapter` applied if given."""
+    from adapters.base import load_model
+
+    loaded = load_model(model_spec, Path(cache_dir), device)
+    model = loaded.model
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+        model.eval()
+    return model, loaded.tokenizer
+
+
+def read_jsonl(path: Path | str) -> list[dict]:
+    """Rows of a JSONL file; blank lines skipped; a bad line names its line number."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not JSON: {e}") from e
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{n}: expected a JSON object")
+            rows.append(row)
+    return rows
+
+
+def write_jsonl(path: Path | str, rows: Iterable[dict]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def generate_file(
+    prompts_path: Path | str,
+    out_path: Path | str,
+    model_spec: str | None,
+    cache_dir: Path | str,
+    adapter: Path | str | None = None,
+    system: str | None = None,
+    max_new_tokens: int = 128,
+    batch_size: int = 16,
+) -> int:
+    """`refinery generate`: each input row plus "response", written to `out_path`. Returns the count."""
+    rows = read_jsonl(prompts_path)
+    # Parse every row before loading the model: a bad row fails in a second, not after a load.
+    conversations = []
+    for n, row in enumerate(rows, 1):
+        try:
+            conversations.append(to_messages(row, system=system))
+        except ValueError as e:
+            raise ValueError(f"{prompts_path}: row {n}: {e}") from e
+    model, tokenizer = load_for_generation(model_spec, Path(cache_dir), adapter)
+    answers = generate(model, tokenizer, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    write_jsonl(out_path, ({**row, "response": a} for row, a in zip(rows, answers)))
+    return len(rows)
