@@ -120,6 +120,7 @@ async def conversation(conversation_id: str, request: Request, _: str = Depends(
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     principle_ids: list[str] | None = Field(None, description="Default: every approved adapter-mode principle not yet distilled.")
+    params: dict | None = Field(None, description='Overrides: {"synthesis": {...}, "train": {...}, "gate": {...}}.')
 
 
 @router.get("/jobs")
@@ -154,7 +155,7 @@ async def start_job(request: Request, body: JobRequest | None = None, actor: str
             if p["status"] != "approved" or p["mode"] not in ("adapter", "both"):
                 raise APIError(400, f"principle {pid} is {p['status']} with mode {p['mode']}; only approved "
                                "adapter-mode principles are distilled", "principle_ids", "invalid_value")
-    job = await run_in_threadpool(JobQueue(store).enqueue, ids, actor)
+    job = await run_in_threadpool(JobQueue(store).enqueue, ids, actor, body.params if body else None)
     scheduler = getattr(request.app.state, "scheduler", None)
     if scheduler is not None:
         await run_in_threadpool(scheduler.tick)

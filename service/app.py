@@ -117,7 +117,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             lifecycle = Lifecycle(settings, store, eng)
             lifecycle.router.sync(force=True)
             analyst = Analyst(settings, store, eng)
-            analyst.start()
+            if settings.background_analysis:
+                analyst.start()
             app.state.engine = eng
             app.state.lifecycle = lifecycle
             app.state.analyst = analyst

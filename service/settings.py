@@ -43,6 +43,7 @@ class Settings(BaseSettings):
 
     teacher: str = Field("local", description="Teacher LLM: 'local' (the served model; rules decide where it is too weak), 'none', or a LangChain chat model class such as 'langchain_openai.ChatOpenAI'.")
     teacher_args: str = Field("", description='JSON keyword arguments for the teacher class, e.g. {"model": "gpt-4o-mini", "base_url": "http://..."}.')
+    background_analysis: bool = Field(True, description="Analyse new exchanges and feedback in a background thread (POST /admin/analyse runs a pass on demand either way).")
     analysis_interval_s: float = Field(5.0, description="How often the background analysis looks for new exchanges and feedback.")
     run_jobs: bool = Field(True, description="The server starts a refinement worker process when jobs are queued.")
     promotion: str = Field("manual", description="What the refinement job does with a candidate that passes its gate: manual, auto-canary or auto-promote.")

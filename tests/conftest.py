@@ -42,7 +42,8 @@ def tiny_client(tmp_path, tiny_model_dir, model_cache):
     from service.settings import Settings
 
     settings = Settings(data_dir=tmp_path, model=str(tiny_model_dir), model_cache=model_cache,
-                        _env_file=None, max_tokens_limit=64, default_max_tokens=8)
+                        _env_file=None, max_tokens_limit=64, default_max_tokens=8,
+                        background_analysis=False)  # so a test sees only what its requests changed
     with TestClient(create_app(settings)) as client:
         wait_healthy(client)
         yield client

@@ -1,0 +1,187 @@
+"""One refinement job: approved adapter-mode principles -> C3PO data -> one LoRA adapter that
+distils all of them -> evaluation per principle -> a registered candidate (and, if the gate
+passes and the operator allows it, a canary or a promotion).
+
+One adapter carries every approved adapter-mode principle, so a new version never drops a rule
+an older version had learned. Each stage leaves its output on disk (data sets per principle,
+keyed by the principle's content; the adapter, the reports and the registration in the job's
+directory), and a resumed job skips every stage whose output is already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+from service.jobs import JobQueue
+from service.review import PrincipleBook
+from service.settings import Settings
+from service.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def principle_key(p: dict) -> str:
+    """Changes when an operator edits what the principle says, so its data set is made again."""
+    canon = json.dumps([p["text"], p["domain"], p["effect"], sorted(p["checks"] or [])], ensure_ascii=False)
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def select_principles(book: PrincipleBook, requested: list[str] | None) -> tuple[list[dict], list[dict]]:
+    """(new, all): the principles this job distils for the first time, and every principle the
+    adapter must carry (approved, adapter or both mode)."""
+    carried = [p for p in book.list(status="approved", limit=10_000) if p["mode"] in ("adapter", "both")]
+    if requested:
+        by_id = {p["id"]: p for p in carried}
+        missing = [i for i in requested if i not in by_id]
+        if missing:
+            raise ValueError(f"not approved adapter-mode principles: {missing}")
+        new = [by_id[i] for i in requested]
+    else:
+        new = [p for p in carried if not p.get("distilled_version")]
+    return new, carried
+
+
+def logged_prompts(store: Store, limit: int = 2000) -> list[str]:
+    """Recent user requests: in-domain ones become in-scope prompts, the rest out-of-scope ones."""
+    out = []
+    for r in store.db.query("SELECT messages FROM completions WHERE status = 'ok' ORDER BY created DESC LIMIT ?", [limit]):
+        msgs = json.loads(r["messages"])
+        last = next((m["content"] for m in reversed(msgs) if m["role"] == "user"), None)
+        if last and last not in out:
+            out.append(last)
+    return out
+
+
+def refine_job(settings: Settings, store: Store, queue: JobQueue, job: dict, progress: bool = True) -> dict:
+    from adapters.base import load_model
+    from adapters.evaluate import GateThresholds, evaluate_adapter, gate
+    from adapters.generate import generate
+    from adapters.registry import Registry
+    from adapters.train import TrainConfig, train
+    from policies.synthesis import SynthesisConfig, SynthesisResult, synthesize
+    from policies.teacher import build_teacher
+
+    book = PrincipleBook(store)
+    new, carried = select_principles(book, job["principle_ids"])
+    if not new:
+        return {"principles": [], "note": "no approved adapter-mode principle is waiting to be distilled"}
+    params = job["params"] or {}
+    work = Path(settings.data_dir) / "jobs" / job["id"]
+    work.mkdir(parents=True, exist_ok=True)
+    registry = Registry(Path(settings.data_dir) / "adapters")
+    stage = lambda name: queue.beat(job["id"], name)  # noqa: E731
+
+    # The served model answers the baselines: the base plus the version serving now.
+    stage("load model")
+    lm = load_model(settings.model, settings.model_cache_dir, settings.device)
+    model, tok = lm.model, lm.tokenizer
+    active = registry.active(settings.default_adapter)
+    if active is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(active.path), adapter_name="serving")
+        model.eval()
+
+    def generate_fn(conversations: list[list[dict]], max_tokens: int) -> list[str]:
+        return generate(model, tok, conversations, max_new_tokens=max_tokens, batch_size=16, progress=progress)
+
+    kwargs = json.loads(settings.teacher_args) if settings.teacher_args else {}
+    teacher = build_teacher(settings.teacher, kwargs, generate_fn=lambda msgs, n: generate_fn([msgs], n)[0])
+    syn_cfg = SynthesisConfig(**params.get("synthesis", {}))
+    logged = logged_prompts(store)
+
+    # 1. One data set per principle, kept across jobs while the principle says the same thing.
+    datasets: dict[str, SynthesisResult] = {}
+    for p in carried:
+        ddir = Path(settings.data_dir) / "datasets" / p["id"] / principle_key(p)
+        if (ddir / "synthesis.json").exists():
+            datasets[p["id"]] = SynthesisResult.model_validate_json((ddir / "synthesis.json").read_text())
+            continue
+        stage(f"synthesis {p['id']}")
+        result = synthesize(p, generate_fn, teacher, logged, syn_cfg,
+                            on_stage=lambda s, pid=p["id"]: stage(f"synthesis {pid}: {s}"))
+        result.write(ddir)
+        with store.db.conn:
+            store.db["datasets"].upsert({"hash": result.content_hash, "created": time.time(), "principle_id": p["id"],
+                                         "job_id": job["id"], "stats": json.dumps(result.counts),
+                                         "path": str(ddir)}, pk="hash")
+        datasets[p["id"]] = result
+    if active is not None:
+        model = model.unload()  # the plain base again, for training's reference and evaluation
+
+    preferences = [row for d in datasets.values() for row in d.preferences]
+    constraints = [row for d in datasets.values() for row in d.constraints]
+    if not preferences:
+        raise RuntimeError("no preference pair survived verification: " +
+                           "; ".join(f"{pid}: {d.counts}" for pid, d in datasets.items()))
+    data_hash = hashlib.sha256("".join(sorted(d.content_hash for d in datasets.values())).encode()).hexdigest()
+
+    # 2. One adapter for every carried principle.
+    adapter_dir = work / "adapter"
+    if not (adapter_dir / "loss_curve.json").exists():
+        stage("train")
+        cfg = TrainConfig(model=settings.model, **params.get("train", {}))
+        trained = train(cfg, preferences, constraints, adapter_dir, settings.model_cache_dir, progress=progress)
+        (work / "train.json").write_text(json.dumps(trained.__dict__, default=str, indent=1))
+
+    # 3. Evaluation per principle; the adapter is a candidate only if every principle passes.
+    thresholds = GateThresholds(**params.get("gate", {}))
+    reports, passed_all = {}, True
+    for p in carried:
+        rdir = work / "reports" / p["id"]
+        if (rdir / "report.json").exists():
+            data = json.loads((rdir / "report.json").read_text())
+            reports[p["id"]] = data
+            passed_all &= data["gate"]["passed"]
+            continue
+        stage(f"evaluate {p['id']}")
+        data = datasets[p["id"]]
+        # Held-out prompts where synthesis kept some back; otherwise the training prompts.
+        report = evaluate_adapter(model, tok, adapter_dir, p, data.eval_prompts or data.prompts, judge=teacher,
+                                  progress=progress)
+        verdict = gate(report, thresholds)
+        report.write(rdir, verdict)
+        reports[p["id"]] = json.loads((rdir / "report.json").read_text())
+        passed_all &= verdict[0]
+
+    # 4. Register (once, even if the job is resumed after this point).
+    marker = work / "registered.json"
+    if marker.exists():
+        version_id = json.loads(marker.read_text())["version"]
+    else:
+        stage("register")
+        summary = {pid: {"gate": r["gate"], "table": [row for row in _table(r)]} for pid, r in reports.items()}
+        version_id = registry.register(adapter_dir, settings.default_adapter, principles=[p["id"] for p in carried],
+                                       dataset_hash=data_hash, report={"gate_passed": passed_all, "principles": summary},
+                                       notes=f"refinement job {job['id']}", actor=f"job:{job['id']}")
+        marker.write_text(json.dumps({"version": version_id}))
+    for p in new:
+        with store.db.conn:
+            store.db.execute("UPDATE principles SET distilled_version = ? WHERE id = ?", [version_id, p["id"]])
+
+    # 5. What happens to a candidate that passes is the operator's choice (REFINERY_PROMOTION).
+    action = "left as candidate"
+    if passed_all and settings.promotion == "auto-canary":
+        registry.canary(version_id, settings.auto_canary_share, actor=f"job:{job['id']}", reason="passed its gate")
+        action = f"canary at {settings.auto_canary_share:.0%}"
+    elif passed_all and settings.promotion == "auto-promote":
+        registry.promote(version_id, actor=f"job:{job['id']}", reason="passed its gate")
+        action = "promoted"
+    elif not passed_all:
+        action = "left as candidate: gate failed"
+    return {"version": version_id, "principles": [p["id"] for p in carried], "new": [p["id"] for p in new],
+            "gate_passed": passed_all, "action": action, "dataset_hash": data_hash,
+            "data": {pid: d.counts for pid, d in datasets.items()},
+            "reports": {pid: str(work / "reports" / pid / "report.md") for pid in reports}}
+
+
+def _table(report: dict) -> list[dict]:
+    rows = []
+    for name, cond in report["conditions"].items():
+        scopes = cond["scopes"]
+        rows.append({"condition": name, **{k: scopes[k]["rate"] for k in ("in_scope", "near_scope", "out_of_scope")}})
+    return rows
