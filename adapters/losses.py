@@ -91,21 +91,29 @@ def dpo_loss(
 
 
 def constraint_nll(
-    logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor, weights: torch.Tensor
+    logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor, weights: torch.Tensor,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """Weighted NLL of constraint completions: the term that pins the adapter to its old answers.
 
-    Each sequence's NLL is its *mean per answer token*, so a long and a short answer weigh the
-    same and the term stays on the scale of a per-token loss (about 0.1-2 nats) whatever the
-    answer lengths; then each is multiplied by its weight and the batch is averaged, i.e. the
-    weight is relative to one preference pair (see `combined_loss`).
+    reduction "mean": each sequence's NLL is its *mean per answer token*, so a long and a short
+    answer weigh the same and the term stays on the scale of a per-token loss (about 0.1-2 nats).
+    reduction "sum": the sum over answer tokens, the scale DPO's sequence log-ratios live on; a
+    change to one token (a marker put first) then costs as much here as DPO gains from it,
+    instead of 1/length of it. Either way each sequence is multiplied by its weight and the
+    batch is averaged, i.e. the weight is relative to one preference pair (see `combined_loss`).
 
     Shapes: logits (batch, seq, vocab), labels (batch, seq), loss_mask (batch, seq),
     weights (batch,) -> scalar. An empty batch gives 0.
     """
     if labels.shape[0] == 0:
         return logits.new_zeros((), dtype=torch.float32)
-    nll = sequence_mean_nll(logits, labels, loss_mask)
+    if reduction == "mean":
+        nll = sequence_mean_nll(logits, labels, loss_mask)
+    elif reduction == "sum":
+        nll = -sequence_logps(logits, labels, loss_mask)
+    else:
+        raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
     return (weights.to(nll.dtype) * nll).mean()
 
 

@@ -62,6 +62,8 @@ class TrainConfig:
     target_modules: list = _f(LLAMA_LINEAR_MODULES, "Module names LoRA wraps: all linear layers but lm_head.")
     pairs_per_step: int = _f(1, "Preference pairs per optimiser step.")
     constraint_weight: float = _f(0.2, "Weight of a constraint row that gives none.")
+    constraint_reduction: str = _f("mean", "Constraint NLL per row: 'mean' per answer token or 'sum' over "
+                                   "them (DPO's scale; see adapters.losses.constraint_nll).")
     max_length: int = _f(512, "Longest prompt + answer in tokens; answers beyond it are cut.")
     max_prompt_length: int = _f(384, "Longest prompt in tokens; longer prompts keep their end.")
     grad_clip: float = _f(1.0, "Clip the gradient norm to this (0 turns clipping off).")
@@ -69,6 +71,8 @@ class TrainConfig:
     device: str = _f("auto", "'auto' (CUDA + bf16 when present, CPU float32 otherwise), 'cpu' or 'cuda'.")
 
     def __post_init__(self):
+        if self.constraint_reduction not in ("mean", "sum"):
+            raise ValueError(f"constraint_reduction must be 'mean' or 'sum', not {self.constraint_reduction!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
         for name in ("epochs", "rank", "pairs_per_step", "max_length", "max_prompt_length"):
@@ -283,7 +287,8 @@ def train(cfg: TrainConfig, preferences: list[dict], constraints: list[dict], ou
 
         policy = sequence_logps(logits[: 2 * n], ids[: 2 * n], mask[: 2 * n])
         dpo = dpo_loss(policy[:n], policy[n:], ref_chosen[pair_idx], ref_rejected[pair_idx], cfg.beta)
-        nll = constraint_nll(logits[2 * n:], ids[2 * n:], mask[2 * n:], cons_w[cons_idx]) if cons_idx else 0.0
+        nll = constraint_nll(logits[2 * n:], ids[2 * n:], mask[2 * n:], cons_w[cons_idx],
+                             cfg.constraint_reduction) if cons_idx else 0.0
         loss = combined_loss(dpo.loss, nll)
 
         optimizer.zero_grad(set_to_none=True)

@@ -53,8 +53,19 @@ def _domain_weights(domain: str) -> tuple[tuple[str, float], ...]:
     return tuple(weights.items())
 
 
+# Domains that mean "everywhere" (policies.principles.GLOBAL_DOMAIN and how people write it).
+GLOBAL_DOMAINS = {"all requests", "all", "everything", "every request", "any request", "all answers",
+                  "all conversations", "general", "everywhere", "always"}
+
+
+def is_global(domain: str) -> bool:
+    return domain.strip().strip(".").lower() in GLOBAL_DOMAINS
+
+
 def lexical_score(domain: str, text: str) -> float:
-    """Share of the domain's (weighted) content words found in the text. 0..1."""
+    """Share of the domain's (weighted) content words found in the text. 0..1; 1 for a global domain."""
+    if is_global(domain):
+        return 1.0
     weights = _domain_weights(domain)
     if not weights:
         return 0.0

@@ -106,3 +106,21 @@ def test_combined_loss():
     dpo = torch.tensor([0.6, 0.8])
     assert combined_loss(dpo, torch.tensor(0.3)).item() == pytest.approx(1.0)
     assert combined_loss(dpo, 0.0).item() == pytest.approx(0.7)
+
+
+def test_constraint_nll_sum_counts_every_token():
+    """'sum' is the per-token mean times the answer length; 'mean' does not grow with length."""
+    from adapters.losses import constraint_nll
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 11)
+    labels = torch.randint(0, 11, (2, 6))
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1]], dtype=torch.float32)
+    w = torch.tensor([1.0, 1.0])
+    per_row_mean = [constraint_nll(logits[i:i + 1], labels[i:i + 1], mask[i:i + 1], w[:1]) for i in range(2)]
+    per_row_sum = [constraint_nll(logits[i:i + 1], labels[i:i + 1], mask[i:i + 1], w[:1], "sum") for i in range(2)]
+    for m, s, n in zip(per_row_mean, per_row_sum, (4, 2)):
+        assert torch.isclose(s, m * n)
+    assert torch.isclose(constraint_nll(logits, labels, mask, w, "sum"), (per_row_sum[0] + per_row_sum[1]) / 2)
+    with pytest.raises(ValueError):
+        constraint_nll(logits, labels, mask, w, "max")

@@ -142,6 +142,12 @@ def test_scope_matcher_lexical_and_teacher():
     assert m.in_scope("work emails", "Write a poem about work") is True
     assert m.in_scope("work emails", "Write a poem about work") is True  # cached: no second answer needed
     assert ScopeMatcher().in_scope("work emails", "Write a poem about work") is False
+    # A principle for "all requests" (GLOBAL_DOMAIN) applies to every request, teacher or not.
+    from policies.principles import GLOBAL_DOMAIN
+
+    assert ScopeMatcher().in_scope(GLOBAL_DOMAIN, "How do I bake bread?") is True
+    assert ScopeMatcher().applicable([{"domain": "All requests.", "text": "Be brief"}],
+                                     [{"role": "user", "content": "hi"}]) != []
 
 
 def test_cli_principles(client, tmp_path):
