@@ -146,8 +146,14 @@ async def start_job(request: Request, body: JobRequest | None = None, actor: str
     """Queue a refinement job; the server starts a worker process for it."""
     from service.jobs import JobQueue
 
+    from service.refine import check_params
+
     store = request.app.state.store
     ids = body.principle_ids if body else None
+    try:
+        params = check_params(body.params if body else None)
+    except ValueError as e:
+        raise APIError(400, str(e), "params", "invalid_value") from None
     if ids:
         book = PrincipleBook(store)
         for pid in ids:
@@ -155,7 +161,7 @@ async def start_job(request: Request, body: JobRequest | None = None, actor: str
             if p["status"] != "approved" or p["mode"] not in ("adapter", "both"):
                 raise APIError(400, f"principle {pid} is {p['status']} with mode {p['mode']}; only approved "
                                "adapter-mode principles are distilled", "principle_ids", "invalid_value")
-    job = await run_in_threadpool(JobQueue(store).enqueue, ids, actor, body.params if body else None)
+    job = await run_in_threadpool(JobQueue(store).enqueue, ids, actor, params)
     scheduler = getattr(request.app.state, "scheduler", None)
     if scheduler is not None:
         await run_in_threadpool(scheduler.tick)

@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def refine(
         principle: Optional[List[str]] = typer.Option(None, "--principle", help="Only these principle ids (repeat); default: every approved adapter-mode principle not yet distilled."),
+        params: Optional[str] = typer.Option(None, "--params", help='JSON overrides, e.g. \'{"synthesis": {"n_in_scope": 40}, "train": {"epochs": 2}, "gate": {"max_near_scope": 0.3}}\'.'),
         worker: bool = typer.Option(False, "--worker", help="Only run jobs already queued (what the server and cron start)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
         data_dir: Optional[Path] = DataDir,
@@ -59,8 +60,17 @@ def register(app: typer.Typer) -> None:
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         settings = _settings(data_dir)
+        overrides = None
+        if params:
+            from service.refine import check_params
+
+            try:
+                overrides = check_params(json.loads(params))
+            except (json.JSONDecodeError, ValueError) as e:
+                typer.echo(f"error: --params: {e}", err=True)
+                raise typer.Exit(2)
         if not worker:
-            job = _queue(data_dir).enqueue(principle or None, requested_by="cli")
+            job = _queue(data_dir).enqueue(principle or None, requested_by="cli", params=overrides)
             typer.echo(f"queued {job['id']}")
         finished = run_worker(settings, progress=progress)
         for j in finished:

@@ -30,6 +30,31 @@ def principle_key(p: dict) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
+def check_params(params: dict | None) -> dict:
+    """Job overrides {"synthesis": {...}, "train": {...}, "gate": {...}}, checked against the
+    configs they feed, so a typo is refused when the job is queued rather than when it runs."""
+    from adapters.evaluate import GateThresholds
+    from adapters.train import TrainConfig
+    from policies.synthesis import SynthesisConfig
+
+    params = params or {}
+    if not isinstance(params, dict) or not set(params) <= {"synthesis", "train", "gate"}:
+        raise ValueError('params is an object with keys among "synthesis", "train" and "gate"')
+    for key, cls in (("synthesis", SynthesisConfig), ("train", TrainConfig), ("gate", GateThresholds)):
+        section = params.get(key, {})
+        if not isinstance(section, dict):
+            raise ValueError(f"params.{key} must be an object")
+        known = set(TrainConfig.__dataclass_fields__) - {"model"} if key == "train" else set(cls.model_fields)
+        unknown = set(section) - known
+        if unknown:
+            raise ValueError(f"params.{key}: unknown fields {sorted(unknown)}; known: {sorted(known)}")
+        try:
+            cls(**section)
+        except Exception as e:  # pydantic ValidationError, dataclass TypeError/ValueError
+            raise ValueError(f"params.{key}: {e}") from e
+    return params
+
+
 def select_principles(book: PrincipleBook, requested: list[str] | None) -> tuple[list[dict], list[dict]]:
     """(new, all): the principles this job distils for the first time, and every principle the
     adapter must carry (approved, adapter or both mode)."""

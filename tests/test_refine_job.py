@@ -148,3 +148,19 @@ def test_server_starts_a_worker_for_a_queued_job(tmp_path, tiny_model_dir, model
             assert served["model"] == job["result"]["version"]
     finally:
         server.stop()
+
+
+def test_cli_refine_queues_runs_and_lists(tmp_path):
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["refine", "--data-dir", str(tmp_path), "--params", '{"train": {"epochs": "x"}}'])
+    assert bad.exit_code == 2 and "params.train" in bad.output
+    # Nothing approved: the job succeeds with nothing to do (what a nightly run sees most nights).
+    res = runner.invoke(app, ["refine", "--data-dir", str(tmp_path), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "succeeded" in res.output and "no approved adapter-mode principle" in res.output
+    listed = runner.invoke(app, ["jobs", "list", "--data-dir", str(tmp_path)])
+    assert listed.exit_code == 0 and listed.output.count("succeeded") == 1

@@ -169,3 +169,12 @@ def test_cli_principles(client, tmp_path):
     assert runner.invoke(app, ["principles", "show", "pr-missing", *data]).exit_code == 2
     # The running server sees the CLI's change.
     assert client.get(f"/admin/principles/{p['id']}", headers=ADMIN).json()["status"] == "rejected"
+
+
+@pytest.mark.parametrize("params", [{"trian": {}}, {"train": {"epoch": 2}}, {"train": {"epochs": 0}},
+                                    {"synthesis": {"n_in_scope": "many"}}, {"gate": {"max_near_scope": 2}},
+                                    {"train": {"model": "/elsewhere"}}])
+def test_job_overrides_are_checked_when_queued(client, params):
+    r = client.post("/admin/jobs", json={"params": params}, headers=ADMIN)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "params", r.text
+    assert client.get("/admin/jobs", headers=ADMIN).json()["data"] == []
