@@ -73,6 +73,8 @@ class ConditionResult(BaseModel):
     adapter_dir: str | None = None
     scopes: dict[str, ScopeScore]
     answers: dict[str, list[str]]
+    effects: dict[str, list[bool | None]] = Field(default_factory=dict,
+                                                  description="per answer: shows the effect (None: not measured)")
     seconds: float
 
     def rate(self, scope: str) -> float | None:
@@ -128,7 +130,27 @@ class EvalReport(BaseModel):
             lines += ["", f"## Promotion gate: {'passed' if passed else 'failed'}", ""] + [f"- {r}" for r in reasons]
         if self.judge_failures:
             lines += ["", f"{len(self.judge_failures)} judge verdicts did not parse; see report.json."]
+        lines += self._samples()
         return "\n".join(lines) + "\n"
+
+    def _samples(self, per_scope: int = 5, chars: int = 90) -> list[str]:
+        """A few prompts per scope with how the base model and the candidate begin their answers."""
+        cand = self.conditions.get(self.candidate or "")
+        if cand is None:
+            return []
+        base = self.conditions["base"]
+        mark = {True: "yes", False: "no", None: "?"}
+        clip = lambda t: " ".join(t.split())[:chars].replace("|", "\\|")  # noqa: E731
+        lines = ["", "## Sample answers", "",
+                 f"Effect = the candidate's answer shows the effect. Every answer is in report.json.", "",
+                 "| scope | prompt | base answer begins | candidate answer begins | effect |", "|---|---|---|---|---|"]
+        for scope in SCOPES:
+            prompts = self.prompts.get(scope, [])
+            for i, prompt in enumerate(prompts[:per_scope]):
+                effect = cand.effects.get(scope, [None] * len(prompts))[i] if cand.effects.get(scope) else None
+                lines.append(f"| {scope} | {clip(prompt)} | {clip(base.answers[scope][i])} | "
+                             f"{clip(cand.answers[scope][i])} | {mark[effect]} |")
+        return lines
 
     def plot(self, path: Path | str) -> None:
         """Grouped bars per condition: adherence, near-scope and out-of-scope overgeneralisation."""
@@ -324,7 +346,7 @@ def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str
     failures: list[dict] = []
     conditions: dict[str, ConditionResult] = {}
     for name, (kind, adapter_dir, answers, seconds) in raw.items():
-        scopes = {}
+        scopes, effects = {}, {}
         for s in SCOPES:
             ans, base = answers[s], base_answers[s]
             if checks:
@@ -334,6 +356,7 @@ def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str
             else:
                 verdicts = None
             score = _score(verdicts, len(ans))
+            effects[s] = list(verdicts) if verdicts is not None else [None] * len(ans)
             if checks and ans:
                 score.vs_base = compare_with_baseline(checks, ans, base, comparison)
             if ans:
@@ -341,7 +364,7 @@ def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str
                 score.edit_distance = mean(word_edit_distance(a, b) for a, b in zip(ans, base))
             scopes[s] = score
         conditions[name] = ConditionResult(name=name, kind=kind, adapter_dir=adapter_dir, scopes=scopes,
-                                           answers=answers, seconds=round(seconds, 3))
+                                           answers=answers, effects=effects, seconds=round(seconds, 3))
     for c in conditions.values():
         for s in SCOPES:
             sc, b = c.scopes[s], conditions["base"].scopes[s]

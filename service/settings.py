@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,7 +47,7 @@ class Settings(BaseSettings):
     background_analysis: bool = Field(True, description="Analyse new exchanges and feedback in a background thread (POST /admin/analyse runs a pass on demand either way).")
     analysis_interval_s: float = Field(5.0, description="How often the background analysis looks for new exchanges and feedback.")
     run_jobs: bool = Field(True, description="The server starts a refinement worker process when jobs are queued.")
-    promotion: str = Field("manual", description="What the refinement job does with a candidate that passes its gate: manual, auto-canary or auto-promote.")
+    promotion: Literal["manual", "auto-canary", "auto-promote"] = Field("manual", description="What the refinement job does with a candidate that passes its gate: manual, auto-canary or auto-promote.")
     auto_canary_share: float = Field(0.1, description="Traffic share of an automatic canary.")
 
     @property

@@ -47,6 +47,8 @@ def test_report_on_the_tiny_model_with_a_random_adapter(tiny, tmp_path):
         assert [len(cond.answers[s]) for s in ("in_scope", "near_scope", "out_of_scope")] == [2, 1, 2]
         for s in cond.scopes.values():
             assert s.hits is not None and 0.0 <= s.rate <= 1.0 and s.unparseable == 0
+        # Per-answer verdicts add up to the scope's hits.
+        assert all(sum(cond.effects[s]) == cond.scopes[s].hits for s in cond.scopes)
     base = report.conditions["base"]
     assert base.scopes["out_of_scope"].changed == 0.0 and base.scopes["out_of_scope"].edit_distance == 0.0
     # A random adapter strong enough to move greedy answers: drift shows up.
@@ -66,6 +68,10 @@ def test_report_on_the_tiny_model_with_a_random_adapter(tiny, tmp_path):
     assert data["gate"]["passed"] in (True, False) and data["gate"]["reasons"]
     md = paths["md"].read_text()
     assert "| adapter (candidate) |" in md and "Promotion gate" in md
+    # Sample answers: every prompt of these small sets, with the candidate's verdict.
+    assert "## Sample answers" in md
+    for prompt in PROMPTS["in_scope"] + PROMPTS["out_of_scope"]:
+        assert f"| {prompt[:90]} |" in md
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
