@@ -64,6 +64,9 @@ def train_cmd(
     rank: Optional[int] = typer.Option(None, "--rank", min=1, help="LoRA rank (default 16)."),
     alpha: Optional[int] = typer.Option(None, "--alpha", min=1, help="LoRA alpha (default 32)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed (default 0)."),
+    constraint_reduction: Optional[str] = typer.Option(
+        None, "--constraint-reduction", help="Constraint NLL per row: 'mean' per token (default) or 'sum' "
+        "(what the refinement job uses, with its rows weighted 0.03 near-scope / 0.06 out-of-scope)."),
     model: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
 ) -> None:
     """Train a LoRA adapter: DPO on the pairs plus weighted NLL on the constraint completions."""
@@ -73,7 +76,8 @@ def train_cmd(
         if path is not None and not path.is_file():
             _fail(f"{path}: no such file")
     # Only the options given override the dataclass, so its defaults stay the one source.
-    given = dict(epochs=epochs, lr=lr, beta=beta, rank=rank, alpha=alpha, seed=seed)
+    given = dict(epochs=epochs, lr=lr, beta=beta, rank=rank, alpha=alpha, seed=seed,
+                 constraint_reduction=constraint_reduction)
     try:
         cfg = TrainConfig(model=model, **{k: v for k, v in given.items() if v is not None})
         result = train_files(cfg, preferences, constraint, out, model_cache_dir())

@@ -50,6 +50,9 @@ def test_job_distils_an_approved_principle_into_a_candidate(env):
     assert {f.name for f in report_dir.iterdir()} >= {"report.json", "report.md", "report.png"}
     report = json.loads((report_dir / "report.json").read_text())
     assert set(report["conditions"]) == {"base", "in_context", "adapter"} and "gate" in report
+    # The job's recipe (service.refine.RECIPE) under the params given.
+    trained = json.loads((settings.data_dir / "jobs" / job["id"] / "adapter" / "training_config.json").read_text())
+    assert trained["constraint_reduction"] == "sum" and trained["epochs"] == 1
     counts = result["data"][p["id"]]
     assert counts and sum(counts.values()) > 0
     [ds] = list(store.db.query("SELECT * FROM datasets"))
