@@ -133,7 +133,7 @@ class EvalReport(BaseModel):
         lines += self._samples()
         return "\n".join(lines) + "\n"
 
-    def _samples(self, per_scope: int = 5, chars: int = 90) -> list[str]:
+    def _samples(self, per_scope: int = 10, chars: int = 90) -> list[str]:
         """A few prompts per scope with how the base model and the candidate begin their answers."""
         cand = self.conditions.get(self.candidate or "")
         if cand is None:

@@ -166,10 +166,13 @@ def main(argv=None) -> int:
                     help="torch CPU threads (1 when other work shares 2 cores: contention makes torch ~20x slower)")
     ap.add_argument("--prefer-minimal-edit", action="store_true",
                     help="chosen = the repaired baseline wherever the checks can repair it (SynthesisConfig)")
+    ap.add_argument("--contrast-near", action="store_true",
+                    help="near-scope prompts also give pairs: baseline over baseline with the rule (SynthesisConfig)")
     ap.add_argument("--near-weight", type=float, help="NLL weight of near-scope rows (default: SynthesisConfig's)")
     ap.add_argument("--out-weight", type=float, help="NLL weight of out-of-scope rows (default: SynthesisConfig's)")
     ap.add_argument("--constraint-reduction", choices=["mean", "sum"], help="default: TrainConfig's")
     ap.add_argument("--lr", type=float, help="learning rate (default: TrainConfig's)")
+    ap.add_argument("--beta", type=float, help="DPO beta (default: TrainConfig's)")
     ap.add_argument("--skip-dpo", action="store_true", help="train the C3PO adapter only (faster sweeps)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(RESULTS / "c3po.json"))
@@ -216,7 +219,7 @@ def main(argv=None) -> int:
     def generate_fn(convs, max_tokens):
         return generate(model, tok, convs, max_new_tokens=max_tokens, batch_size=cfg["batch_size"], progress=False)
 
-    overrides = {k: getattr(args, k) for k in ("epochs", "lr", "constraint_reduction") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("epochs", "lr", "beta", "constraint_reduction") if getattr(args, k) is not None}
     train_cfg = TrainConfig(model=args.model, seed=args.seed, **overrides)
     weights = {k: getattr(args, k) for k in ("near_weight", "out_weight") if getattr(args, k) is not None}
     results = []
@@ -228,7 +231,8 @@ def main(argv=None) -> int:
             f"{len(train_sets.out_of_scope)} prompts")
         synth = synthesize_from_prompts(principle, train_sets, generate_fn, teacher,
                                         SynthesisConfig(max_new_tokens=cfg["max_new_tokens"], seed=args.seed,
-                                                        prefer_minimal_edit=args.prefer_minimal_edit, **weights),
+                                                        prefer_minimal_edit=args.prefer_minimal_edit,
+                                                        contrast_near=args.contrast_near, **weights),
                                         on_stage=lambda s: log(f"{fb['id']}: {s}"))
         fb_dir = out_root / fb["id"]
         synth.write(fb_dir / "data")
@@ -287,7 +291,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = {"config": {"name": args.config, **cfg, "train": train_cfg.__dict__, "teacher": args.teacher,
-                          "prefer_minimal_edit": args.prefer_minimal_edit, "constraint_weights": weights,
+                          "prefer_minimal_edit": args.prefer_minimal_edit, "contrast_near": args.contrast_near,
+                          "constraint_weights": weights,
                           "seed": args.seed},
                "machine": machine, "wall_seconds": round(wall, 1), "throughput": throughput,
                "overall": overall, "feedbacks": results}

@@ -75,6 +75,9 @@ class SynthesisConfig(BaseModel):
     prefer_minimal_edit: bool = Field(False, description="with checks, take the repaired baseline as the chosen "
                                       "answer whenever the checks can repair it, and ask for a revision only "
                                       "where they cannot: chosen and rejected then differ by the rule alone")
+    contrast_near: bool = Field(False, description="with constructive checks, each near-scope prompt also gives a "
+                                "pair: its baseline over the baseline with the rule applied, so DPO learns where "
+                                "the rule stops as sharply as where it applies")
     skip_passing_baselines: bool = Field(True, description="drop a pair whose baseline already passes the checks: "
                                          "it teaches a rephrasing, not the rule")
     keep_unverified: bool = Field(True, description="keep revisions nothing could verify (no checks, no "
@@ -476,6 +479,13 @@ def synthesize_from_prompts(principle, prompt_sets: PromptSets, generate_fn: Gen
                for p, b in items]
     preferences = [{"prompt": r.prompt, "chosen": r.chosen, "rejected": r.baseline}
                    for r in records if r.chosen is not None and r.baseline]
+    contrast = []
+    if cfg.contrast_near and f["checks"]:
+        for p in prompt_sets.near_scope:
+            verdict, text = verify_revision(f["checks"], base[p], base[p]) if base[p] else ("dropped", None)
+            if verdict == "repaired" and text.strip() != base[p]:
+                contrast.append({"prompt": p, "chosen": base[p], "rejected": text})
+    preferences += contrast
     constraints = ([{"prompt": p, "completion": base[p], "weight": cfg.near_weight}
                     for p in prompt_sets.near_scope if base[p]]
                    + [{"prompt": p, "completion": base[p], "weight": cfg.out_weight}
@@ -484,7 +494,7 @@ def synthesize_from_prompts(principle, prompt_sets: PromptSets, generate_fn: Gen
               for v in ("kept", "repaired", "baseline_repaired", "unverified", "dropped")}
     counts.update(in_scope=len(prompt_sets.in_scope), near_scope=len(prompt_sets.near_scope),
                   out_of_scope=len(prompt_sets.out_of_scope), preference_rows=len(preferences),
-                  constraint_rows=len(constraints), failures=len(failures))
+                  constraint_rows=len(constraints), contrast_rows=len(contrast), failures=len(failures))
     return SynthesisResult(
         principle={"text": f["text"], "domain": f["domain"], "effect": f["effect"],
                    "checks": [c.model_dump() for c in f["checks"]]},

@@ -33,13 +33,14 @@ def principle_key(p: dict, synthesis: dict | None = None) -> str:
 
 
 # The refinement job's recipe where the operator's params say nothing. Measured on the gardening
-# rule (bench/c3po.py, embedded model, 10 test prompts per scope; README, "C3PO"): with the
-# paper's per-token NLL at 0.1 / 0.2 the marker leaked to 30-50 % of near- and out-of-scope
-# answers, because a changed first token costs 1/length of a per-token mean. Minimal-edit pairs
-# (chosen = the baseline repaired by the checks, so the pair differs by the rule alone) and the
-# NLL summed over the answer (the scale of DPO's log-ratios) at 0.03 / 0.06 kept it to 0-20 %
-# with 80-90 % adherence.
-RECIPE = {"synthesis": {"prefer_minimal_edit": True, "near_weight": 0.03, "out_weight": 0.06},
+# rule with the embedded model (10 held-out prompts per scope; README, "C3PO"): with the paper's
+# per-token NLL at 0.1 / 0.2 on 20 + 20 rows the marker leaked to 30-50 % of near- and
+# out-of-scope answers, because a changed first token costs 1/length of a per-token mean.
+# Minimal-edit pairs (chosen = the baseline repaired by the checks, so a pair differs by the
+# rule alone), the NLL summed over the answer (the scale of DPO's log-ratios) at 0.03 / 0.06,
+# and 40 + 40 constraint rows (baselines only: cheap) gave 80 % adherence and no leak.
+RECIPE = {"synthesis": {"prefer_minimal_edit": True, "near_weight": 0.03, "out_weight": 0.06,
+                        "n_near_scope": 40, "n_out_of_scope": 40},
           "train": {"constraint_reduction": "sum"}, "gate": {}}
 
 

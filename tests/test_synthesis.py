@@ -148,6 +148,14 @@ def test_verification_keeps_repairs_falls_back_to_the_baseline_and_drops():
     assert all(r["chosen"] == "Green thumb: " + r["rejected"] for r in minimal.preferences)
     assert not any(c[-1]["content"].startswith("Here is a request") for c in asked)
 
+    # Contrast pairs: a near-scope baseline is preferred over itself with the rule applied.
+    contrast = synthesize_from_prompts(GARDEN, sets, fn, config=SynthesisConfig(prefer_minimal_edit=True,
+                                                                               contrast_near=True))
+    assert contrast.counts["contrast_rows"] == 1 and len(contrast.preferences) == len(minimal.preferences) + 1
+    near = contrast.preferences[-1]
+    assert near["prompt"] == "n1" and near["rejected"] == "Green thumb: " + near["chosen"]
+    assert "n1" in [r["prompt"] for r in contrast.constraints]  # still pinned by the NLL term too
+
     again = synthesize_from_prompts(GARDEN, sets, fn)
     assert again.content_hash == result.content_hash == content_hash(result.preferences, result.constraints)
     changed = [dict(r) for r in result.constraints]
