@@ -3,6 +3,7 @@ on feedbacks with programmatic checks; in-scope adherence, near-scope and out-of
 overgeneralisation (and out-of-scope drift) for each.
 
     python bench/c3po.py --config small                    # CPU, the embedded model, < 30 minutes
+    python bench/c3po.py --config small --recipe refinery  # the refinement job's recipe instead of the paper's
     python bench/c3po.py --config large                    # a GPU: more prompts, every feedback
     python bench/c3po.py --feedback-ids own-garden,c3po-008 --n-train 10 --n-test 5
     python bench/c3po.py --teacher langchain_openai.ChatOpenAI --teacher-arg model=gpt-4o-mini \\
@@ -73,22 +74,26 @@ def to_principle(fb: dict) -> Principle:
                      checks=[format_check(c) for c in fb["checks"]])
 
 
-def split_sets(fb: dict, principle: Principle, teacher, n_train: int, n_test: int, seed: int) -> tuple[PromptSets, PromptSets]:
+def split_sets(fb: dict, principle: Principle, teacher, n_train: int, n_test: int, seed: int,
+               n_constraint: int | None = None) -> tuple[PromptSets, PromptSets]:
     """Disjoint training and test prompt sets. Own feedbacks test on their hand-written prompts
-    (the last n_test) and train on the rest, topped up with generated ones when short."""
-    n = n_train + n_test
-    gen = build_prompt_sets(principle, teacher, [], SynthesisConfig(n_in_scope=n, n_near_scope=n,
-                                                                    n_out_of_scope=n, seed=seed))
+    (the last n_test) and train on the rest, topped up with generated ones when short.
+    `n_constraint`: training prompts for the near- and out-of-scope sets (default n_train)."""
+    n_con = n_constraint or n_train
+    gen = build_prompt_sets(principle, teacher, [], SynthesisConfig(n_in_scope=n_train + n_test,
+                                                                    n_near_scope=n_con + n_test,
+                                                                    n_out_of_scope=n_con + n_test, seed=seed))
     sets = {"in_scope": list(gen.in_scope), "near_scope": list(gen.near_scope), "out_of_scope": list(gen.out_of_scope)}
     train, test = {}, {}
     for scope, prompts in sets.items():
+        k = n_train if scope == "in_scope" else n_con
         own = fb.get("prompts", {}).get(scope)
         if own:
             test[scope] = own[-n_test:]
             rest = own[:-n_test]
-            train[scope] = (rest + [p for p in prompts if p not in own])[:n_train]
+            train[scope] = (rest + [p for p in prompts if p not in own])[:k]
         else:
-            train[scope], test[scope] = prompts[:n_train], prompts[n_train:n]
+            train[scope], test[scope] = prompts[:k], prompts[k:k + n_test]
     meta = dict(categories=gen.categories, generator=gen.generator, failures=gen.failures)
     return PromptSets(**train, **meta), PromptSets(**test, **meta)
 
@@ -154,6 +159,10 @@ def main(argv=None) -> int:
     ap.add_argument("--config", choices=sorted(CONFIGS), default="small")
     ap.add_argument("--feedback-ids", help="comma-separated ids (own-* and c3po-*), or 'all'; default: the config's")
     ap.add_argument("--n-train", type=int, help="training prompts per scope (default: the config's)")
+    ap.add_argument("--n-constraint", type=int, help="near- and out-of-scope training prompts (default: n-train)")
+    ap.add_argument("--recipe", choices=["paper", "refinery"], default="paper",
+                    help="paper: C3PO's NLL weights 0.1/0.2 per token, model revisions; refinery: the refinement "
+                         "job's (service.refine.RECIPE: minimal edits, summed NLL 0.03/0.06, 40+40 rows)")
     ap.add_argument("--n-test", type=int, help="test prompts per scope (default: the config's)")
     ap.add_argument("--max-tokens", type=int, help="new tokens per answer (default: the config's)")
     ap.add_argument("--batch-size", type=int)
@@ -177,6 +186,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(RESULTS / "c3po.json"))
     args = ap.parse_args(argv)
+    if args.recipe == "refinery":
+        from service.refine import RECIPE
+
+        syn, tr = RECIPE["synthesis"], RECIPE["train"]
+        args.prefer_minimal_edit = args.prefer_minimal_edit or syn.get("prefer_minimal_edit", False)
+        args.contrast_near = args.contrast_near or syn.get("contrast_near", False)
+        for key in ("near_weight", "out_weight", "constraint_reduction"):
+            if getattr(args, key) is None:
+                setattr(args, key, syn.get(key, tr.get(key)))
+        if args.n_constraint is None:
+            args.n_constraint = syn["n_near_scope"]
 
     import torch
 
@@ -226,7 +246,8 @@ def main(argv=None) -> int:
     for fb in feedbacks:
         t0 = time.perf_counter()
         principle = to_principle(fb)
-        train_sets, test_sets = split_sets(fb, principle, teacher, cfg["n_train"], cfg["n_test"], args.seed)
+        train_sets, test_sets = split_sets(fb, principle, teacher, cfg["n_train"], cfg["n_test"], args.seed,
+                                           args.n_constraint)
         log(f"{fb['id']}: synthesis on {len(train_sets.in_scope)}/{len(train_sets.near_scope)}/"
             f"{len(train_sets.out_of_scope)} prompts")
         synth = synthesize_from_prompts(principle, train_sets, generate_fn, teacher,
@@ -291,6 +312,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = {"config": {"name": args.config, **cfg, "train": train_cfg.__dict__, "teacher": args.teacher,
+                          "recipe": args.recipe, "n_constraint": args.n_constraint,
                           "prefer_minimal_edit": args.prefer_minimal_edit, "contrast_near": args.contrast_near,
                           "constraint_weights": weights,
                           "seed": args.seed},
