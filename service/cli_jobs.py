@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
     def refine(
         principle: Optional[List[str]] = typer.Option(None, "--principle", help="Only these principle ids (repeat); default: every approved adapter-mode principle not yet distilled."),
         params: Optional[str] = typer.Option(None, "--params", help='JSON overrides, e.g. \'{"synthesis": {"n_in_scope": 40}, "train": {"epochs": 2}, "gate": {"max_near_scope": 0.3}}\'.'),
-        worker: bool = typer.Option(False, "--worker", help="Only run jobs already queued (what the server and cron start)."),
+        worker: bool = typer.Option(False, "--worker", help="Only run jobs already queued (what the server starts; cron runs plain `refinery refine`)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
         data_dir: Optional[Path] = DataDir,
     ):

@@ -33,7 +33,7 @@ def principle_key(p: dict, synthesis: dict | None = None) -> str:
 
 
 # The refinement job's recipe where the operator's params say nothing. Measured on the gardening
-# rule with the embedded model (10 held-out prompts per scope; README, "C3PO"): with the paper's
+# rule with the embedded model (10 held-out prompts per scope; README, Benchmarks, "C3PO"): with the paper's
 # per-token NLL at 0.1 / 0.2 on 20 + 20 rows the marker leaked to 30-50 % of near- and
 # out-of-scope answers, because a changed first token costs 1/length of a per-token mean.
 # Minimal-edit pairs (chosen = the baseline repaired by the checks, so a pair differs by the
