@@ -90,7 +90,9 @@ class Load:
         first, models, text = None, set(), []
         try:
             with httpx.stream("POST", self.url + "/v1/chat/completions", json=body, timeout=120) as r:
-                r.raise_for_status()
+                if r.status_code != 200:
+                    r.read()
+                    raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
                 for line in r.iter_lines():
                     if not line.startswith("data: {"):
                         continue
@@ -209,6 +211,7 @@ def main() -> None:
         "mixed_version_answers": len(calm.mixed) + len(swapping.mixed),
         "mixed_examples": (calm.mixed + swapping.mixed)[:5],
         "failures": (calm.failures + swapping.failures)[:5],
+        "failed_by_phase": {"calm": len(calm.failures), "swapping": len(swapping.failures)},
         "swaps": len(swap_latency),
         "swap_latency_p50_s": pct(swap_latency, 0.5),
         "swap_latency_p99_s": pct(swap_latency, 0.99),

@@ -129,12 +129,15 @@ class Analyst:
         for version, group in by_version.items():
             if version is not None and version not in self.engine.adapters:
                 version = None  # unloaded since: the base model judges instead of failing
-            for i in range(0, len(group), self.batch):
-                chunk = group[i:i + self.batch]
+            # Small chunks, each run on the engine thread only while it has no request to serve
+            # (background calls), as the version that answered: a request arriving meanwhile
+            # waits for one chunk at most.
+            step = max(1, min(self.batch, 2))
+            for i in range(0, len(group), step):
+                chunk = group[i:i + step]
                 convs = [r["messages"] + [{"role": "assistant", "content": r["response"]}] for r in chunk]
-                # On the engine thread, between decoding steps, as the version that answered.
-                scores = self.engine.call(lambda m, t: flr_scores(m, t, convs, batch_size=self.batch),
-                                          adapter=version).result(timeout=600)
+                scores = self.engine.call(lambda m, t, convs=convs: flr_scores(m, t, convs, batch_size=self.batch),
+                                          adapter=version, background=True).result(timeout=600)
                 with self.store.db.conn:
                     for r, s in zip(chunk, scores):
                         self.store.db.execute(

@@ -65,6 +65,7 @@ class _Call:
     fn: Callable
     adapter: str | None
     future: Future
+    background: bool = False
 
 
 class _Row:
@@ -199,10 +200,13 @@ class Engine:
             raise RuntimeError(ev.message)
         return ev.text
 
-    def call(self, fn: Callable, adapter: str | None = None) -> Future:
+    def call(self, fn: Callable, adapter: str | None = None, background: bool = False) -> Future:
         """Run `fn(model, tokenizer)` on the engine thread between decoding steps (scoring work
-        that must not race the model or its active adapter). Returns a Future."""
-        c = _Call(fn, adapter, Future())
+        that must not race the model or its active adapter). Returns a Future.
+
+        background: run it only while no request is being decoded or waiting, one call at a time,
+        so analysis never delays an answer by more than one call already under way."""
+        c = _Call(fn, adapter, Future(), background)
         self._queue.put(c)
         return c.future
 
@@ -228,6 +232,15 @@ class Engine:
         with self._lease_lock:
             return self._leases[name]
 
+    def keep_loaded(self, name: str) -> bool:
+        """True if `name` is loaded, and then it stays: an unload still waiting for its leases
+        is called off (a version rolled back to while its last requests were draining)."""
+        with self._lease_lock:
+            if name in self.adapters:
+                self._unload.discard(name)
+                return True
+            return False
+
     def load_adapter(self, name: str, path: str) -> Future:
         """Load a LoRA adapter under `name` (on the engine thread, between steps)."""
         return self.call(lambda model, tok: self._load(name, path))
@@ -241,7 +254,7 @@ class Engine:
     def _load(self, name: str, path: str) -> None:
         from peft import PeftModel
 
-        if name in self.adapters:
+        if self.keep_loaded(name):
             return
         if isinstance(self.model, PeftModel):
             self.model.load_adapter(path, adapter_name=name)
@@ -280,34 +293,41 @@ class Engine:
         self._thread.join(timeout=30)
 
     # -- the worker ----------------------------------------------------------------------
+    def _run_call(self, c: _Call) -> None:
+        try:
+            with self._select_adapter(c.adapter):
+                c.future.set_result(c.fn(self.model, self.tokenizer))
+        except Exception as exc:
+            c.future.set_exception(exc)
+
     def _worker(self) -> None:
         torch.set_grad_enabled(False)
         waiting: list[GenJob] = []
+        idle_calls: list[_Call] = []  # background calls, run when nothing else is to be done
         batch: _Batch | None = None
         while True:
             # Block only when there is nothing to decode; otherwise just drain the queue.
-            incoming = [self._queue.get()] if batch is None and not waiting else []
+            incoming = [self._queue.get()] if batch is None and not waiting and not idle_calls else []
             while True:
                 try:
                     incoming.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             if None in incoming:  # close(): whatever is in flight fails rather than hangs
-                for job in waiting + [j for j in incoming if j] + [r.job for r in (batch.rows if batch else [])]:
+                for job in waiting + idle_calls + [j for j in incoming if j] + [r.job for r in (batch.rows if batch else [])]:
                     if isinstance(job, _Call):
                         job.future.set_exception(RuntimeError("the engine is closed"))
                     else:
                         job.emit(Failed("the server is shutting down"))
                 return
             self._unload_idle()
-            for c in [j for j in incoming if isinstance(j, _Call)]:
-                try:
-                    with self._select_adapter(c.adapter):
-                        c.future.set_result(c.fn(self.model, self.tokenizer))
-                except Exception as exc:
-                    c.future.set_exception(exc)
+            idle_calls += [j for j in incoming if isinstance(j, _Call) and j.background]
+            for c in [j for j in incoming if isinstance(j, _Call) and not j.background]:
+                self._run_call(c)
             waiting += [j for j in incoming if isinstance(j, GenJob)]
             if batch is None and not waiting:
+                if idle_calls:
+                    self._run_call(idle_calls.pop(0))
                 continue
             waiting = [j for j in waiting if not j.cancelled.is_set()]
             # Continuous batching: waiting requests join the running batch at the next step.

@@ -157,7 +157,7 @@ class AdapterRouter:
             return fallback
 
     def _load(self, version: AdapterVersion) -> None:
-        if version.version_id in self.engine.adapters:
+        if self.engine.keep_loaded(version.version_id):  # also calls off an unload still pending
             return
         self.registry.verify(version.version_id)  # weights unchanged since registration
         from adapters.registry import check_loadable

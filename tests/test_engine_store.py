@@ -144,6 +144,33 @@ def test_store_connections_are_per_thread(tmp_path):
     assert seen[0] is not store.db
 
 
+def test_background_calls_wait_for_requests_and_foreground_calls_do_not(engine):
+    """Analysis work (background calls) runs only while no request is being decoded; a
+    foreground call (adapter loading) runs between steps. Every event is recorded on the
+    engine thread, so the order is exact."""
+    from concurrent.futures import Future
+
+    ids = engine.encode_chat([{"role": "user", "content": "What is two plus two? Please answer carefully."}])
+    order: list[str] = []
+    calls: list[Future] = []
+    done: Future = Future()
+
+    def emit(ev):
+        if isinstance(ev, Delta) and not calls:
+            calls.append(engine.call(lambda m, t: order.append("background"), background=True))
+            calls.append(engine.call(lambda m, t: order.append("foreground")))
+        elif isinstance(ev, Finished):
+            order.append("finished")
+            done.set_result(ev)
+
+    engine.submit(GenJob(ids, 24, emit=emit))
+    fin = done.result(timeout=60)
+    for c in calls:
+        c.result(timeout=30)
+    assert fin.completion_tokens == 24  # long enough for both calls to arrive mid-generation
+    assert order == ["foreground", "finished", "background"]
+
+
 def test_request_joining_a_running_batch_gets_the_same_answer(engine):
     """Continuous batching: a request arriving mid-generation joins at the next step (its
     shorter history left-padded in the cache) and both answers match their solo runs."""
@@ -220,6 +247,16 @@ def test_mixed_adapter_batch_each_row_on_its_own_version(tiny_model_dir, tmp_pat
         assert "a@v1" not in eng.adapters and "a@v1" not in eng.model.peft_config
         with pytest.raises(KeyError):
             eng.acquire("a@v1")
+
+        # Rolled back to while draining: loading it again calls the pending unload off, and it
+        # stays loaded after its last lease returns (the hot-swap benchmark found this one).
+        eng.acquire("a@v2")
+        eng.unload_adapter("a@v2")
+        eng.load_adapter("a@v2", str(tmp_path / "b")).result(30)
+        eng.release("a@v2")
+        eng.call(lambda m, t: None).result(10)
+        assert "a@v2" in eng.adapters and "a@v2" in eng.model.peft_config
+        assert run(eng, [GenJob(ids, 10, adapter="a@v2")])[0].text == solo["a@v2"]
         eng.unload_adapter("a@v2")
         eng.call(lambda m, t: None).result(10)
         from peft import PeftModel
