@@ -60,6 +60,20 @@ class GenJob:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
+def _return_freed_memory() -> None:
+    """Hand the pages an unloaded adapter freed back to the system (glibc keeps freed memory in
+    its arenas otherwise, and resident memory creeps up over hundreds of swaps)."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 @dataclass
 class _Call:
     fn: Callable
@@ -146,6 +160,10 @@ class Engine:
         self.eos_ids = eos
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
         self._queue: queue.Queue[GenJob | _Call | None] = queue.Queue()
+        # Background calls wait until the engine has been idle this long, so analysis does not
+        # start in the gap between two requests of a busy client and delay the second one.
+        self.background_grace_s = 1.0
+        self._last_busy = time.monotonic()
         # LoRA adapters loaded on the model, by name. A lease is held by every request that
         # will run on an adapter, from before it is queued until its answer is stored; an
         # adapter asked to unload goes only when its last lease is returned.
@@ -280,6 +298,8 @@ class Engine:
                 self.model = self.model.unload()
             else:
                 self.model.delete_adapter(name)
+        if ready:
+            _return_freed_memory()
 
     def _adapter_kwargs(self, rows: list["_Row"]) -> dict:
         """Per-row adapter choice for PEFT's mixed-adapter forward; each row runs on exactly
@@ -307,7 +327,17 @@ class Engine:
         batch: _Batch | None = None
         while True:
             # Block only when there is nothing to decode; otherwise just drain the queue.
-            incoming = [self._queue.get()] if batch is None and not waiting and not idle_calls else []
+            incoming = []
+            if batch is None and not waiting:
+                if not idle_calls:
+                    incoming = [self._queue.get()]
+                else:
+                    wait = self.background_grace_s - (time.monotonic() - self._last_busy)
+                    if wait > 0:
+                        try:
+                            incoming = [self._queue.get(timeout=wait)]
+                        except queue.Empty:
+                            pass
             while True:
                 try:
                     incoming.append(self._queue.get_nowait())
@@ -326,9 +356,10 @@ class Engine:
                 self._run_call(c)
             waiting += [j for j in incoming if isinstance(j, GenJob)]
             if batch is None and not waiting:
-                if idle_calls:
+                if idle_calls and time.monotonic() - self._last_busy >= self.background_grace_s:
                     self._run_call(idle_calls.pop(0))
                 continue
+            self._last_busy = time.monotonic()
             waiting = [j for j in waiting if not j.cancelled.is_set()]
             # Continuous batching: waiting requests join the running batch at the next step.
             room = self.max_batch_size - (len(batch.rows) if batch else 0)
