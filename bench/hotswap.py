@@ -6,7 +6,9 @@ with `refinery train` on a tiny data set to start its answers with its own marke
 `--adapters random` they are random LoRA weights, told apart by their exact greedy answer.
 
 Reports failed requests (goal 0), mixed-version answers (goal 0), swap latency p50/p99,
-time-to-first-token with and without swaps, and the server's memory before and after.
+time-to-first-token with and without swaps, and the server's memory: at the start, after the calm
+phase, every 20 swaps and at the end (growth during the calm phase is the allocator warming up;
+growth with the swap count would be a leak).
 Prints a table and writes bench/results/hotswap.json.
 
     python bench/hotswap.py --clients 4 --seconds 30 --swaps 40
@@ -178,6 +180,8 @@ def main() -> None:
 
         calm = Load(server.url, args.clients, args.max_tokens, classify)
         calm.run(args.seconds / 2)
+        rss_calm_end = rss_kb(server.proc.pid)
+        rss_samples = []  # (swaps done, MB) every 20 swaps: flat means swapping leaks nothing
 
         swapping = Load(server.url, args.clients, args.max_tokens, classify)
         swap_latency = []
@@ -193,6 +197,8 @@ def main() -> None:
                 if r.status_code != 200:
                     swapping.failures.append(f"swap {k}: {r.text}")
                 swap_latency.append(time.perf_counter() - t)
+                if (k + 1) % 20 == 0:
+                    rss_samples.append((k + 1, round(rss_kb(server.proc.pid) / 1024, 1)))
                 time.sleep(max(0.0, interval - swap_latency[-1]))
 
         st = threading.Thread(target=swapper)
@@ -200,6 +206,10 @@ def main() -> None:
         swapping.run(args.seconds / 2)
         st.join()
         rss_end = rss_kb(server.proc.pid)
+        loads = {}
+        for line in httpx.get(server.url + "/metrics", timeout=30).text.splitlines():
+            if line.startswith("refinery_adapter_loads_total"):
+                loads[line.split('"')[1]] = int(float(line.split()[-1]))
     finally:
         server.stop()
 
@@ -220,12 +230,16 @@ def main() -> None:
         "ttft_p50_with_swaps_s": pct(swapping.ttft, 0.5),
         "ttft_p99_with_swaps_s": pct(swapping.ttft, 0.99),
         "server_rss_mb_start": rss_start / 1024,
+        "server_rss_mb_calm_end": rss_calm_end / 1024,
         "server_rss_mb_end": rss_end / 1024,
+        "server_rss_mb_by_swaps": rss_samples,
+        "adapter_loads": loads,  # peft: new LoRA layers; copy: weights copied into idle layers
     }
     print(f"\n{'metric':<32} value")
     for key in ("answers", "failed_requests", "mixed_version_answers", "swaps", "swap_latency_p50_s",
                 "swap_latency_p99_s", "ttft_p50_without_swaps_s", "ttft_p99_without_swaps_s",
-                "ttft_p50_with_swaps_s", "ttft_p99_with_swaps_s", "server_rss_mb_start", "server_rss_mb_end"):
+                "ttft_p50_with_swaps_s", "ttft_p99_with_swaps_s", "server_rss_mb_start", "server_rss_mb_calm_end",
+                "server_rss_mb_end", "server_rss_mb_by_swaps", "adapter_loads"):
         v = result[key]
         print(f"{key:<32} {v:.3f}" if isinstance(v, float) else f"{key:<32} {v}")
     out = Path(args.out)

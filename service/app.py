@@ -24,7 +24,7 @@ from service.jobs import JobScheduler
 from service.lifecycle import Lifecycle
 from service.outcomes import OutcomeCollector
 from service.errors import APIError
-from service.metrics import Metrics
+from service.metrics import EngineCollector, Metrics
 from service.protocol import ChatCompletionRequest, FeedbackRequest
 from service.settings import Settings
 from service.store import Store, new_id
@@ -163,6 +163,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(admin.router)
     app.include_router(admin_adapters.router)
     metrics.registry.register(OutcomeCollector(lambda: getattr(app.state, "store", None)))
+    metrics.registry.register(EngineCollector(lambda: getattr(app.state, "engine", None)))
 
     @app.get("/review", include_in_schema=False)
     async def review_page():

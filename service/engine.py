@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
+import json
 import logging
 import queue
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import AsyncIterator, Callable
 
 import torch
@@ -72,6 +75,54 @@ def _return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
         pass
+
+
+# Adapter-config fields that do not change the LoRA layers' structure or their forward pass in
+# inference: two adapters equal in everything else (and in their weights' names and shapes)
+# can share one set of LoRA layers, the second one's weights copied into the first one's.
+_NOT_STRUCTURAL = {"base_model_name_or_path", "revision", "inference_mode", "peft_version", "lora_dropout",
+                   "task_type", "auto_mapping", "init_lora_weights"}
+_LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight")
+
+
+@dataclass
+class PreparedAdapter:
+    """An adapter read from disk off the engine thread. `signature` (None when the adapter is
+    not plain LoRA) names its structure: config fields that shape the layers, weight names,
+    shapes and dtypes."""
+
+    path: str
+    signature: str | None = None
+    tensors: dict[str, torch.Tensor] | None = None
+
+
+def prepare_adapter(path: str | Path) -> PreparedAdapter:
+    path = str(path)
+    try:
+        from safetensors.torch import load_file
+
+        config = json.loads((Path(path) / "adapter_config.json").read_text())
+        tensors = load_file(str(Path(path) / "adapter_model.safetensors"))
+    except Exception:  # PEFT's own load reports what is wrong with it
+        return PreparedAdapter(path)
+    plain = (config.get("peft_type") == "LORA" and not config.get("use_dora") and not config.get("modules_to_save")
+             and not config.get("lora_bias") and all(k.endswith(_LORA_SUFFIXES) for k in tensors))
+    if not plain:
+        return PreparedAdapter(path)
+    shape = {k: v for k, v in config.items() if k not in _NOT_STRUCTURAL}
+    names = sorted((k, list(t.shape), str(t.dtype)) for k, t in tensors.items())
+    signature = hashlib.sha256(json.dumps([shape, names], sort_keys=True, default=str).encode()).hexdigest()
+    return PreparedAdapter(path, signature, tensors)
+
+
+@dataclass
+class _Slot:
+    """One set of LoRA layers on the model (a PEFT adapter named `slot<N>`): it serves one
+    version at a time; when that version is unloaded it waits, idle, for the next version with
+    the same structure, which only has to copy its weights in."""
+
+    signature: str | None
+    params: dict[str, torch.nn.Parameter] | None  # adapter-file key -> the slot's parameter
 
 
 @dataclass
@@ -171,6 +222,17 @@ class Engine:
         self._leases: collections.Counter[str] = collections.Counter()
         self._lease_lock = threading.Lock()
         self._unload: set[str] = set()
+        # Versions live in slots (see _Slot). Loading a version with PEFT walks the whole module
+        # tree (about half a second on the embedded model, on the decoding thread); copying its
+        # weights into an idle slot of the same structure takes milliseconds, so a promotion or
+        # a rollback between versions trained by the same recipe barely touches decoding.
+        self._slots: dict[str, _Slot] = {}
+        self._slot_of: dict[str, str] = {}  # version -> slot
+        self._idle: list[str] = []  # slots serving nothing, oldest first
+        self._known: set[str] = set()  # signatures PEFT has loaded onto this model
+        self._slot_counter = 0
+        self.max_idle_slots = 2
+        self.adapter_loads: collections.Counter[str] = collections.Counter()  # "peft" | "copy"
         self._thread = threading.Thread(target=self._worker, name="refinery-engine", daemon=True)
         self._thread.start()
         self.batches_run = 0
@@ -259,9 +321,15 @@ class Engine:
                 return True
             return False
 
-    def load_adapter(self, name: str, path: str) -> Future:
-        """Load a LoRA adapter under `name` (on the engine thread, between steps)."""
-        return self.call(lambda model, tok: self._load(name, path))
+    def load_adapter(self, name: str, adapter: str | Path | PreparedAdapter) -> Future:
+        """Load a LoRA adapter (a directory, or one already prepared) under `name`: the files
+        are read here, the layers are touched on the engine thread between steps."""
+        prepared = adapter if isinstance(adapter, PreparedAdapter) else prepare_adapter(adapter)
+        return self.call(lambda model, tok: self._load(name, prepared))
+
+    def fits(self, prepared: PreparedAdapter) -> bool:
+        """True if an adapter of this exact structure has already loaded onto this model."""
+        return prepared.signature is not None and prepared.signature in self._known
 
     def unload_adapter(self, name: str) -> None:
         """Unload `name` once no request holds it; requests in flight finish on it first."""
@@ -269,19 +337,54 @@ class Engine:
             self._unload.add(name)
         self.call(lambda m, t: None)
 
-    def _load(self, name: str, path: str) -> None:
-        from peft import PeftModel
-
+    def _load(self, name: str, prepared: PreparedAdapter) -> None:
         if self.keep_loaded(name):
             return
-        if isinstance(self.model, PeftModel):
-            self.model.load_adapter(path, adapter_name=name)
+        reuse = [s for s in self._idle if prepared.signature and self._slots[s].signature == prepared.signature]
+        if reuse:
+            slot = reuse[-1]
+            params = self._slots[slot].params
+            with torch.no_grad():
+                for key, tensor in prepared.tensors.items():
+                    params[key].copy_(tensor)
+            self._idle.remove(slot)
+            self.adapter_loads["copy"] += 1
         else:
-            self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
-        self.model.eval()
+            slot = self._new_slot(prepared)
+            self.adapter_loads["peft"] += 1
         with self._lease_lock:
-            self.adapters[name] = path
+            self._slot_of[name] = slot
+            self.adapters[name] = prepared.path
             self._unload.discard(name)
+
+    def _new_slot(self, prepared: PreparedAdapter) -> str:
+        from peft import PeftModel
+
+        self._slot_counter += 1
+        slot = f"slot{self._slot_counter}"
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(prepared.path, adapter_name=slot)
+        else:
+            self.model = PeftModel.from_pretrained(self.model, prepared.path, adapter_name=slot)
+        self.model.eval()
+        params = None
+        if prepared.signature is not None:
+            named = dict(self.model.named_parameters())
+            params = {k: named.get(k[: -len(".weight")] + f".{slot}.weight") for k in prepared.tensors}
+            if any(p is None for p in params.values()):  # laid out unlike plain LoRA: never reuse it
+                params = None
+            else:
+                self._known.add(prepared.signature)
+        self._slots[slot] = _Slot(prepared.signature if params else None, params)
+        return slot
+
+    def _drop_slot(self, slot: str) -> None:
+        del self._slots[slot]
+        if len(self.model.peft_config) == 1:
+            # The last one: take the LoRA layers out and serve the plain base again.
+            self.model = self.model.unload()
+        else:
+            self.model.delete_adapter(slot)
 
     def _unload_idle(self) -> None:
         with self._lease_lock:
@@ -290,23 +393,31 @@ class Engine:
                 self._unload.discard(name)
                 self.adapters.pop(name, None)
                 self._leases.pop(name, None)
+        dropped = False
         for name in ready:
-            if name not in getattr(self.model, "peft_config", {}):
+            slot = self._slot_of.pop(name, None)
+            if slot is None:
                 continue
-            if len(self.model.peft_config) == 1:
-                # The last adapter: take the LoRA layers out and serve the plain base again.
-                self.model = self.model.unload()
+            if self._slots[slot].signature is not None:
+                self._idle.append(slot)
             else:
-                self.model.delete_adapter(name)
-        if ready:
+                self._drop_slot(slot)
+                dropped = True
+        # Idle slots are kept for the next version while some version is served (a few MB
+        # each, at most max_idle_slots of them); with none served the plain base comes back.
+        keep = self.max_idle_slots if self._slot_of else 0
+        while len(self._idle) > keep:
+            self._drop_slot(self._idle.pop(0))
+            dropped = True
+        if dropped:
             _return_freed_memory()
 
     def _adapter_kwargs(self, rows: list["_Row"]) -> dict:
         """Per-row adapter choice for PEFT's mixed-adapter forward; each row runs on exactly
         the version its request was routed to (or the base model)."""
-        if not self.adapters:
+        if not self._slots:
             return {}
-        return {"adapter_names": [r.job.adapter or "__base__" for r in rows]}
+        return {"adapter_names": [self._slot_of[r.job.adapter] if r.job.adapter else "__base__" for r in rows]}
 
     def close(self) -> None:
         self._queue.put(None)
@@ -382,9 +493,11 @@ class Engine:
     def _select_adapter(self, adapter: str | None):
         """Context for work that runs the model as one version: `adapter`, or the base (None)."""
         if adapter is not None:
-            self.model.set_adapter(adapter)
+            if adapter not in self._slot_of:
+                raise KeyError(f"adapter {adapter!r} is not loaded")
+            self.model.set_adapter(self._slot_of[adapter])
             return contextlib.nullcontext()
-        if self.adapters:
+        if self._slots:
             return self.model.disable_adapter()
         return contextlib.nullcontext()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -19,3 +20,21 @@ class Metrics:
         self.feedback = Counter("refinery_feedback_total", "Explicit feedback records by kind", ["kind"], registry=r)
         self.in_flight = Gauge("refinery_generations_in_flight", "Generations queued or running", registry=r)
         self.model_loaded = Gauge("refinery_model_loaded", "1 once the model is loaded", registry=r)
+
+
+class EngineCollector:
+    """Prometheus collector: adapter versions loaded now, and how each load went (new LoRA
+    layers built by PEFT, or weights copied into idle layers of the same shape)."""
+
+    def __init__(self, engine_getter):
+        self.engine_getter = engine_getter
+
+    def collect(self):
+        engine = self.engine_getter()
+        if engine is None:
+            return
+        loads = CounterMetricFamily("refinery_adapter_loads", "Adapter versions loaded, by how", labels=["kind"])
+        for kind in ("peft", "copy"):
+            loads.add_metric([kind], engine.adapter_loads.get(kind, 0))
+        yield loads
+        yield GaugeMetricFamily("refinery_adapters_loaded", "Adapter versions loaded and servable", value=len(engine.adapters))

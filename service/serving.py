@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 
 from adapters.registry import AdapterRejected, AdapterVersion, Registry, Resolution
-from service.engine import Engine
+from service.engine import Engine, prepare_adapter
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +162,11 @@ class AdapterRouter:
         self.registry.verify(version.version_id)  # weights unchanged since registration
         from adapters.registry import check_loadable
 
-        check_loadable(version.path, self.engine.model)  # shapes match, on a weightless copy
+        prepared = prepare_adapter(version.path)
+        if not self.engine.fits(prepared):  # a structure that has not loaded here before
+            check_loadable(version.path, self.engine.model)  # shapes match, on a weightless copy
         try:
-            self.engine.load_adapter(version.version_id, str(version.path)).result(timeout=300)
+            self.engine.load_adapter(version.version_id, prepared).result(timeout=300)
         except Exception as exc:
             raise AdapterRejected(f"{version.version_id} failed to load: {exc}") from exc
         self.load_errors.pop(version.version_id, None)

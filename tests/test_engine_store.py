@@ -9,7 +9,7 @@ import threading
 import pytest
 import torch
 
-from service.engine import Delta, Engine, Finished, GenJob
+from service.engine import Delta, Engine, Finished, GenJob, prepare_adapter
 from service.store import MIGRATIONS, Store, transcript_hash
 
 
@@ -244,7 +244,8 @@ def test_mixed_adapter_batch_each_row_on_its_own_version(tiny_model_dir, tmp_pat
         assert "a@v1" in eng.adapters
         eng.release("a@v1")
         eng.call(lambda m, t: None).result(10)
-        assert "a@v1" not in eng.adapters and "a@v1" not in eng.model.peft_config
+        assert "a@v1" not in eng.adapters and "a@v1" not in eng._slot_of
+        assert len(eng.model.peft_config) == 2  # a@v2's layers, and a@v1's kept idle for the next version
         with pytest.raises(KeyError):
             eng.acquire("a@v1")
 
@@ -255,7 +256,7 @@ def test_mixed_adapter_batch_each_row_on_its_own_version(tiny_model_dir, tmp_pat
         eng.load_adapter("a@v2", str(tmp_path / "b")).result(30)
         eng.release("a@v2")
         eng.call(lambda m, t: None).result(10)
-        assert "a@v2" in eng.adapters and "a@v2" in eng.model.peft_config
+        assert "a@v2" in eng.adapters and "a@v2" in eng._slot_of
         assert run(eng, [GenJob(ids, 10, adapter="a@v2")])[0].text == solo["a@v2"]
         eng.unload_adapter("a@v2")
         eng.call(lambda m, t: None).result(10)
@@ -263,5 +264,78 @@ def test_mixed_adapter_batch_each_row_on_its_own_version(tiny_model_dir, tmp_pat
 
         assert eng.adapters == {} and not isinstance(eng.model, PeftModel)
         assert run(eng, [GenJob(ids, 10)])[0].text == base_text
+    finally:
+        eng.close()
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0, -1]
+
+
+def test_versions_of_one_structure_share_lora_layers_and_answer_as_if_loaded_alone(tiny_model_dir, tmp_path):
+    """A version loaded into an idle slot (weights copied into layers another version left)
+    computes exactly what PEFT computes with that version loaded alone; an adapter of another
+    structure gets layers of its own; and layers never pile up over many swaps."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from adapters.base import load_model
+    from tests.conftest import make_lora
+
+    dirs = {k: make_lora(tiny_model_dir, tmp_path / f"s{k}", k) for k in (1, 2, 3)}
+    torch.manual_seed(9)
+    wide = tmp_path / "wide"  # another rank and other target modules: another structure
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                   LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj"], init_lora_weights=False)
+                   ).save_pretrained(wide)
+    dirs["wide"] = str(wide)
+
+    def alone(path):  # what PEFT computes with only this adapter on a fresh base
+        return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), path).eval()
+
+    lm = load_model(str(tiny_model_dir), tiny_model_dir)
+    eng = Engine(lm.model, lm.tokenizer, lm.model_id)
+    try:
+        ids = eng.encode_chat([{"role": "user", "content": "Hello there"}])
+
+        def served(name):
+            return eng.call(lambda m, t: _logits(m, ids), adapter=name).result(30)
+
+        def unload(name):
+            eng.unload_adapter(name)
+            eng.call(lambda m, t: None).result(10)
+
+        eng.load_adapter("x@v1", dirs[1]).result(30)
+        eng.load_adapter("x@v2", dirs[2]).result(30)
+        assert eng.adapter_loads == {"peft": 2}
+        unload("x@v1")
+        eng.load_adapter("x@v3", dirs[3]).result(30)  # into x@v1's idle layers
+        assert eng.adapter_loads == {"peft": 2, "copy": 1}
+        assert len(eng.model.peft_config) == 2
+        for name, k in (("x@v3", 3), ("x@v2", 2)):
+            assert torch.allclose(served(name), _logits(alone(dirs[k]), ids), atol=1e-5)
+        assert not torch.allclose(served("x@v3"), served("x@v2"), atol=1e-3)
+        # A batch mixing the copied-in version, another one and the base: each row on its own.
+        solo = {n: run(eng, [GenJob(ids, 8, adapter=n)])[0].text for n in ("x@v3", "x@v2", None)}
+        mixed = run(eng, [GenJob(ids, 8, adapter="x@v3"), GenJob(ids, 8), GenJob(ids, 8, adapter="x@v2")])
+        assert [f.text for f in mixed] == [solo["x@v3"], solo[None], solo["x@v2"]]
+
+        eng.load_adapter("w@v1", dirs["wide"]).result(30)  # no idle layers of its shape: PEFT loads it
+        assert eng.adapter_loads["peft"] == 3
+        assert torch.allclose(served("w@v1"), _logits(alone(dirs["wide"]), ids), atol=1e-5)
+        assert eng.fits(prepare_adapter(dirs[1])) and not eng.fits(prepare_adapter(tmp_path / "missing"))
+
+        # Hundreds of swaps in miniature: promote and roll back between two versions 30 times.
+        unload("w@v1")
+        for k in range(30):
+            new, old = (f"x@v{10 + k}", f"x@v{9 + k}" if k else "x@v3")
+            eng.load_adapter(new, dirs[1 + k % 2]).result(30)
+            unload(old)
+            assert len(eng.model.peft_config) <= len(eng.adapters) + eng.max_idle_slots
+        # The first needed layers of its own (x@v3 still served while it loaded; the idle
+        # ones were w@v1's, of another shape); the other 29 were copies.
+        assert eng.adapter_loads == {"peft": 4, "copy": 1 + 29}
+        assert torch.allclose(served("x@v39"), _logits(alone(dirs[2]), ids), atol=1e-5)
     finally:
         eng.close()

@@ -99,6 +99,13 @@ def test_promote_rollback_pinned_and_models(client, loras):
     outcome = next(a for a in client.get("/admin/adapters", headers=ADMIN).json()["data"] if a["id"] == v1)["outcomes"]
     assert outcome["requests"] >= 4
 
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    loads = {s.labels["kind"]: s.value for s in families["refinery_adapter_loads"].samples if s.name.endswith("_total")}
+    assert loads["peft"] >= 1 and loads["peft"] + loads["copy"] >= 2  # both versions were loaded
+    assert families["refinery_adapters_loaded"].samples[0].value == len(client.app.state.engine.adapters) >= 1
+
 
 def test_bad_adapters_are_refused_and_serving_stays(client, loras, tmp_path, tiny_model_dir):
     v1 = register(client, loras["a"])
