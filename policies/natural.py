@@ -181,9 +181,10 @@ def detect_rules(turn: str, answer: str = "", previous_user: str = "", flr: floa
     """Rule-based verdict on `turn`, the user's reply to `answer` (which answered
     `previous_user`). Never calls a model."""
     hits = find_hits(turn)
-    # "No, I haven't tried that" answers the assistant's question: not a verdict on the answer.
+    # "No, I haven't tried that" or "In the morning, please" answers the assistant's question:
+    # not a verdict on the answer.
     if answer.rstrip().endswith("?"):
-        hits = [h for h in hits if h.cue.name not in ("lead_no", "bare_no")]
+        hits = [h for h in hits if h.cue.name not in ("lead_no", "bare_no", "as_x_please")]
     by_kind: dict[str, list[Hit]] = {}
     for h in hits:
         by_kind.setdefault(h.cue.kind, []).append(h)

@@ -110,7 +110,39 @@ PRINCIPLES = [
     "For all my SQL questions, use PostgreSQL syntax.",
     "Don't use jargon when you explain things to me.",
     "Next time, ask before assuming my operating system.",
+    "In general I want the conclusion first.",
+    "Use this tone for every post you write for me.",
 ]
+
+# Phrasing the second round of cues was written for, in sentences of no bench split; and turns
+# that must stay what they are although they share words with those cues.
+ROUND_TWO = {
+    "aware_with_correction": ["I'm fairly sure it's Helsinki.", "It's more like 40 minutes by train.",
+                              "As a numbered list please.", "Without the jargon please.",
+                              "You need to call close() on the file first."],
+    "aware_without_correction": ["That's much longer than I asked for.", "Won't compile.",
+                                 "It fails with a NullPointerException.", "Meh.",
+                                 "You gave me back my own paragraph.", "That has nothing to do with my question.",
+                                 "This is far too generic to use."],
+    "clarification": ["Hm, was it really the first one?", "Do you have a small code example?",
+                      "Why would that be faster?"],
+    "positive": ["Love the structure.", "Great analogy, my students will get it."],
+    "repeat_rephrase": ["Sorry, I wasn't clear. I need the opening hours."],
+    "none": ["What is a KeyError?", "I want to learn about ValueError handling in Python.",
+             "Why is the sea salty?", "Is it really that hard to learn Rust? I'm thinking of starting."],
+}
+
+
+@pytest.mark.parametrize("category,turn", [(c, t) for c, ts in ROUND_TWO.items() for t in ts])
+def test_round_two_cues(category, turn):
+    fb = detect_rules(turn, ANSWER, QUESTION)
+    assert fb.category == category, (turn, fb.cues)
+
+
+def test_a_reply_to_the_assistants_question_is_not_a_correction():
+    assert detect_rules("In the morning, please.", "Sure! When would you like the reminder?", "Set a reminder").category == "none"
+    assert detect_rules("In the morning, please.", "Your reminder is set for 9 pm.", "Set a reminder").category == "aware_with_correction"
+
 
 NOT_PRINCIPLES = [
     "Is it always true that even numbers are divisible by 2?",
@@ -371,7 +403,7 @@ def test_bench_data_is_consistent():
     assert len(rows) >= 60 and len({r["id"] for r in rows}) == len(rows)
     counts, principles = Counter(), 0
     for r in rows:
-        assert r["split"] in ("dev", "heldout")
+        assert r["split"] in ("dev", "heldout", "heldout2")
         assert sorted(lab["turn"] for lab in r["labels"]) == feedback_turns(r["messages"]), r["id"]
         for lab in r["labels"]:
             turn = r["messages"][lab["turn"]]["content"]
