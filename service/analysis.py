@@ -127,23 +127,31 @@ class Analyst:
             by_version.setdefault(r["adapter_version"], []).append(r)
         done = 0
         for version, group in by_version.items():
-            if version is not None and version not in self.engine.adapters:
+            try:
+                self.engine.acquire(version)  # held while its chunks run: no unload under them
+            except KeyError:
                 version = None  # unloaded since: the base model judges instead of failing
-            # Small chunks, each run on the engine thread only while it has no request to serve
-            # (background calls), as the version that answered: a request arriving meanwhile
-            # waits for one chunk at most.
-            step = max(1, min(self.batch, 2))
-            for i in range(0, len(group), step):
-                chunk = group[i:i + step]
-                convs = [r["messages"] + [{"role": "assistant", "content": r["response"]}] for r in chunk]
-                scores = self.engine.call(lambda m, t, convs=convs: flr_scores(m, t, convs, batch_size=self.batch),
-                                          adapter=version, background=True).result(timeout=600)
-                with self.store.db.conn:
-                    for r, s in zip(chunk, scores):
-                        self.store.db.execute(
-                            f"UPDATE completions SET flr = ?, analysed = analysed | {FLR_DONE} WHERE id = ?", [s, r["id"]])
-                done += len(chunk)
+            try:
+                done += self._score_group(flr_scores, version, group)
+            finally:
+                self.engine.release(version)
         return done
+
+    def _score_group(self, flr_scores, version: str | None, group: list[dict]) -> int:
+        # Small chunks, each run on the engine thread only while it has no request to serve
+        # (background calls), as the version that answered: a request arriving meanwhile
+        # waits for one chunk at most.
+        step = max(1, min(self.batch, 2))
+        for i in range(0, len(group), step):
+            chunk = group[i:i + step]
+            convs = [r["messages"] + [{"role": "assistant", "content": r["response"]}] for r in chunk]
+            scores = self.engine.call(lambda m, t, convs=convs: flr_scores(m, t, convs, batch_size=self.batch),
+                                      adapter=version, background=True).result(timeout=600)
+            with self.store.db.conn:
+                for r, s in zip(chunk, scores):
+                    self.store.db.execute(
+                        f"UPDATE completions SET flr = ?, analysed = analysed | {FLR_DONE} WHERE id = ?", [s, r["id"]])
+        return len(group)
 
     # -- principles ----------------------------------------------------------------------
     def _inputs(self) -> list[tuple[str, str, object]]:

@@ -471,7 +471,13 @@ class Engine:
                     self._run_call(idle_calls.pop(0))
                 continue
             self._last_busy = time.monotonic()
+            # Cancelled requests leave before the next forward pass: a cancelled request returns
+            # its lease at once, so its version may have been unloaded by _unload_idle above.
             waiting = [j for j in waiting if not j.cancelled.is_set()]
+            if batch is not None:
+                self._drop_cancelled(batch)
+                if not batch.rows:
+                    batch = None
             # Continuous batching: waiting requests join the running batch at the next step.
             room = self.max_batch_size - (len(batch.rows) if batch else 0)
             joining, waiting = waiting[:room], waiting[room:]
@@ -518,6 +524,17 @@ class Engine:
         batch = _Batch(rows, out.past_key_values, attn, next_pos=position_ids[:, -1:] + 1)
         self._sample_step(batch, out.logits[:, -1, :].float())
         return batch
+
+    def _drop_cancelled(self, batch: "_Batch") -> None:
+        keep = []
+        for b, row in enumerate(batch.rows):
+            if row.job.cancelled.is_set():
+                row.done = True
+                row.job.emit(Finished("cancelled", row.text, len(row.job.prompt_ids), len(row.ids)))
+            else:
+                keep.append(b)
+        if len(keep) < len(batch.rows):
+            batch.select(keep)
 
     def _decode_step(self, batch: "_Batch") -> None:
         """One token for every row of the batch."""

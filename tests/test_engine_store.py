@@ -9,7 +9,7 @@ import threading
 import pytest
 import torch
 
-from service.engine import Delta, Engine, Finished, GenJob, prepare_adapter
+from service.engine import Delta, Engine, Failed, Finished, GenJob, prepare_adapter
 from service.store import MIGRATIONS, Store, transcript_hash
 
 
@@ -337,5 +337,50 @@ def test_versions_of_one_structure_share_lora_layers_and_answer_as_if_loaded_alo
         # ones were w@v1's, of another shape); the other 29 were copies.
         assert eng.adapter_loads == {"peft": 4, "copy": 1 + 29}
         assert torch.allclose(served("x@v39"), _logits(alone(dirs[2]), ids), atol=1e-5)
+    finally:
+        eng.close()
+
+
+def test_a_request_cancelled_as_its_version_unloads_leaves_the_batch_before_the_next_step(tiny_model_dir, tmp_path):
+    """A client that goes away returns its lease at once; if its version was waiting to unload,
+    the version goes at the engine's next step. Its row must leave the batch before that step's
+    forward pass, or every other request in the batch fails with it."""
+    from adapters.base import load_model
+    from tests.conftest import make_lora
+
+    lm = load_model(str(tiny_model_dir), tiny_model_dir)
+    eng = Engine(lm.model, lm.tokenizer, lm.model_id)
+    try:
+        eng.load_adapter("x@v1", make_lora(tiny_model_dir, tmp_path / "a", 1)).result(30)
+        eng.load_adapter("x@v2", make_lora(tiny_model_dir, tmp_path / "b", 2)).result(30)
+        ids = eng.encode_chat([{"role": "user", "content": "Hello there"}])
+        events: dict[str, list] = {"gone": [], "other": []}
+        done = threading.Event()
+
+        def gone_emit(ev):  # runs on the engine thread, between two steps
+            events["gone"].append(ev)
+            # At its second token: emitted by a decoding step (the first comes from the prefill,
+            # which a decoding step follows in the same turn of the loop).
+            if sum(isinstance(e, Delta) for e in events["gone"]) == 2 and not gone.cancelled.is_set():
+                gone.cancelled.set()  # what chat.stream does when the client disconnects...
+                eng.release("x@v1")  # ...and its lease goes back at once
+
+        def other_emit(ev):
+            events["other"].append(ev)
+            if isinstance(ev, (Finished, Failed)):
+                done.set()
+
+        eng.acquire("x@v1")
+        eng.unload_adapter("x@v1")  # a swap: x@v1 goes when its last request is done
+        gone = GenJob(ids, 40, adapter="x@v1", emit=gone_emit)
+        other = GenJob(ids, 12, adapter="x@v2", emit=other_emit)
+        eng.submit(gone)
+        eng.submit(other)
+        assert done.wait(60)
+        last = events["other"][-1]
+        assert isinstance(last, Finished), last
+        assert last.text == run(eng, [GenJob(ids, 12, adapter="x@v2")])[0].text
+        assert isinstance(events["gone"][-1], Finished) and events["gone"][-1].finish_reason == "cancelled"
+        assert "x@v1" not in eng.adapters
     finally:
         eng.close()
