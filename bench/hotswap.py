@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -80,16 +81,19 @@ def random_adapters(out: Path, model: str | None, cache: Path) -> list[Path]:
 class Load:
     """Streaming clients in threads; every answer is checked against the version that says it made it."""
 
-    def __init__(self, url: str, clients: int, max_tokens: int, classify):
+    def __init__(self, url: str, clients: int, max_tokens: int, classify, abandon: float = 0.0):
         self.url, self.clients, self.max_tokens, self.classify = url, clients, max_tokens, classify
-        self.ttft, self.failures, self.mixed, self.answers = [], [], [], 0
+        self.ttft, self.failures, self.mixed, self.answers, self.abandoned = [], [], [], 0, 0
         self.stop = threading.Event()
+        self.abandon = abandon  # share of requests whose client hangs up after the second token
+        self.rng = random.Random(0)
 
     def one(self, i: int) -> None:
         body = {"messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}], "model": "refinery",
                 "temperature": 0, "max_tokens": self.max_tokens, "stream": True}
         start = time.perf_counter()
         first, models, text = None, set(), []
+        leave = self.rng.random() < self.abandon
         try:
             with httpx.stream("POST", self.url + "/v1/chat/completions", json=body, timeout=120) as r:
                 if r.status_code != 200:
@@ -105,6 +109,11 @@ class Load:
                     if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                         first = first or time.perf_counter()
                         text.append(chunk["choices"][0]["delta"]["content"])
+                        if leave and len(text) == 2:
+                            break  # closing the stream: the server sees the client go
+            if leave and len(text) >= 2:
+                self.abandoned += 1
+                return
         except Exception as exc:
             self.failures.append(repr(exc))
             return
@@ -144,6 +153,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--swaps", type=int, default=40, help="Promotions and rollbacks during the swap phase.")
     ap.add_argument("--max-tokens", type=int, default=24)
+    ap.add_argument("--abandon", type=float, default=0.0,
+                    help="share of requests whose client hangs up after two tokens (their versions may be unloading)")
     ap.add_argument("--adapters", choices=["train", "random"], default="train")
     ap.add_argument("--model", default=None, help="Base model (default: the embedded one).")
     ap.add_argument("--model-cache", default=str(ROOT / ".cache" / "models"))
@@ -178,12 +189,12 @@ def main() -> None:
         httpx.post(server.url + f"/admin/adapters/{versions[0]}/promote", headers=admin, timeout=120).raise_for_status()
         rss_start = rss_kb(server.proc.pid)
 
-        calm = Load(server.url, args.clients, args.max_tokens, classify)
+        calm = Load(server.url, args.clients, args.max_tokens, classify, args.abandon)
         calm.run(args.seconds / 2)
         rss_calm_end = rss_kb(server.proc.pid)
         rss_samples = []  # (swaps done, MB) every 20 swaps: flat means swapping leaks nothing
 
-        swapping = Load(server.url, args.clients, args.max_tokens, classify)
+        swapping = Load(server.url, args.clients, args.max_tokens, classify, args.abandon)
         swap_latency = []
 
         def swapper():
@@ -217,6 +228,7 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count()},
         "config": vars(args),
         "answers": {"calm": calm.answers, "swapping": swapping.answers},
+        "abandoned": {"calm": calm.abandoned, "swapping": swapping.abandoned},
         "failed_requests": len(calm.failures) + len(swapping.failures),
         "mixed_version_answers": len(calm.mixed) + len(swapping.mixed),
         "mixed_examples": (calm.mixed + swapping.mixed)[:5],
@@ -236,7 +248,7 @@ def main() -> None:
         "adapter_loads": loads,  # peft: new LoRA layers; copy: weights copied into idle layers
     }
     print(f"\n{'metric':<32} value")
-    for key in ("answers", "failed_requests", "mixed_version_answers", "swaps", "swap_latency_p50_s",
+    for key in ("answers", "abandoned", "failed_requests", "mixed_version_answers", "swaps", "swap_latency_p50_s",
                 "swap_latency_p99_s", "ttft_p50_without_swaps_s", "ttft_p99_without_swaps_s",
                 "ttft_p50_with_swaps_s", "ttft_p99_with_swaps_s", "server_rss_mb_start", "server_rss_mb_calm_end",
                 "server_rss_mb_end", "server_rss_mb_by_swaps", "adapter_loads"):
