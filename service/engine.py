@@ -483,7 +483,9 @@ class Engine:
             joining, waiting = waiting[:room], waiting[room:]
             try:
                 if joining:
-                    batch = self._prefill(joining).merged_into(batch)
+                    new = self._prefill(joining)
+                    if new is not None:
+                        batch = new.merged_into(batch)
                     self.batches_run += 1
                 if batch is not None and batch.rows:
                     self._decode_step(batch)
@@ -507,8 +509,18 @@ class Engine:
             return self.model.disable_adapter()
         return contextlib.nullcontext()
 
-    def _prefill(self, jobs: list[GenJob]) -> "_Batch":
-        """Run the prompts of new requests (left-padded) and pick each one's first token."""
+    def _prefill(self, jobs: list[GenJob]) -> "_Batch | None":
+        """Run the prompts of new requests (left-padded) and pick each one's first token.
+        A request whose own settings cannot be used fails alone, before the batch runs."""
+        rows = []
+        for j in jobs:
+            try:
+                rows.append(_Row(j, self.device))
+            except Exception as exc:  # e.g. a seed torch refuses
+                j.emit(Failed(f"bad request: {exc}"))
+        if not rows:
+            return None
+        jobs = [r.job for r in rows]
         width = max(len(j.prompt_ids) for j in jobs)
         input_ids = torch.full((len(jobs), width), self.pad_id, dtype=torch.long)
         attn = torch.zeros((len(jobs), width), dtype=torch.long)
@@ -518,7 +530,6 @@ class Engine:
             attn[i, width - n:] = 1
         input_ids, attn = input_ids.to(self.device), attn.to(self.device)
         position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
-        rows = [_Row(j, self.device) for j in jobs]
         out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids, use_cache=True,
                          **self._adapter_kwargs(rows))
         batch = _Batch(rows, out.past_key_values, attn, next_pos=position_ids[:, -1:] + 1)

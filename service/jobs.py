@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +25,22 @@ from service.store import Store, new_id
 
 log = logging.getLogger(__name__)
 
-STALE_AFTER_S = 120  # a running job whose worker has not beaten for this long is taken back
+STALE_AFTER_S = 120  # a worker on another machine that has not beaten for this long is taken back
+# A worker on this machine whose process is alive keeps its job even when its heartbeat is late
+# (a busy disk, a locked database): running one job twice is worse than waiting. Only this long
+# a silence (a hung process, or its pid taken by another process) gives the job back.
+LOCAL_STALE_AFTER_S = 20 * 60
+
+
+def host_id() -> str:
+    """This machine (and boot): a pid is checked only where it was issued. Two containers of one
+    pod or host share neither hostname nor pid namespace in the usual set-ups."""
+    boot = ""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        pass
+    return f"{socket.gethostname()}/{boot}"
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -37,6 +53,16 @@ def _pid_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def worker_gone(job: dict, now: float | None = None) -> bool:
+    """Has the worker of this running job stopped? Its pid decides on its own machine, its
+    heartbeat elsewhere (a cron pod's pid means nothing to the server's pod)."""
+    now = now or time.time()
+    silent_for = now - (job.get("heartbeat") or 0)
+    if job.get("host") == host_id():
+        return not _pid_alive(job.get("pid")) or silent_for > LOCAL_STALE_AFTER_S
+    return silent_for > STALE_AFTER_S
 
 
 class JobQueue:
@@ -67,12 +93,13 @@ class JobQueue:
         """Running jobs whose worker is gone go back to the queue (they resume, not restart)."""
         n = 0
         for job in self.store.db.query("SELECT * FROM jobs WHERE status = 'running'"):
-            stale = (job["heartbeat"] or 0) < time.time() - STALE_AFTER_S
-            if not _pid_alive(job["pid"]) or stale:
+            if worker_gone(job):
                 with self.store.db.conn:
                     self.store.db.execute(
-                        "UPDATE jobs SET status = 'queued', pid = NULL, error = ? WHERE id = ? AND status = 'running'",
-                        [f"worker {job['pid']} stopped during {job['stage']}; resuming", job["id"]])
+                        "UPDATE jobs SET status = 'queued', pid = NULL, host = NULL, error = ? "
+                        "WHERE id = ? AND status = 'running' AND heartbeat IS ?",
+                        [f"worker {job['pid']} on {job['host']} stopped during {job['stage']}; resuming",
+                         job["id"], job["heartbeat"]])
                 n += 1
         return n
 
@@ -91,7 +118,7 @@ class JobQueue:
                 return None
             now = time.time()
             db.execute("UPDATE jobs SET status = 'running', started = COALESCE(started, ?), heartbeat = ?, "
-                       "pid = ?, attempts = attempts + 1 WHERE id = ?", [now, now, os.getpid(), row[0]])
+                       "pid = ?, host = ?, attempts = attempts + 1 WHERE id = ?", [now, now, os.getpid(), host_id(), row[0]])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -108,7 +135,7 @@ class JobQueue:
     def finish(self, job_id: str, status: str, result: dict | None = None, error: str | None = None) -> None:
         with self.store.db.conn:
             self.store.db.execute(
-                "UPDATE jobs SET status = ?, finished = ?, result = ?, error = ?, pid = NULL WHERE id = ?",
+                "UPDATE jobs SET status = ?, finished = ?, result = ?, error = ?, pid = NULL, host = NULL WHERE id = ?",
                 [status, time.time(), json.dumps(result, default=str) if result is not None else None, error, job_id])
 
 
@@ -124,7 +151,10 @@ class Heartbeat:
         store = Store(self.queue.store.path)  # its own connection, in its own thread
         q = JobQueue(store)
         while not self._stop.wait(self.every):
-            q.beat(self.job_id)
+            try:
+                q.beat(self.job_id)
+            except Exception:  # a locked database once must not stop the heartbeat for good
+                log.warning("heartbeat of %s failed; trying again", self.job_id, exc_info=True)
 
     def __enter__(self):
         self._thread.start()

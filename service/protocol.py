@@ -53,7 +53,7 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)  # what torch.Generator takes
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
@@ -92,6 +92,13 @@ class ChatCompletionRequest(BaseModel):
             "presence_penalty": self.presence_penalty not in (None, 0, 0.0),
             "response_format": self.response_format not in (None, {"type": "text"}),
         }
+        # OpenAI options this server cannot honour, sent as extra fields: refused unless neutral.
+        extra = self.model_extra or {}
+        neutral = {"logit_bias": ({},), "functions": ([],), "function_call": ("none",), "top_logprobs": (0,),
+                   "modalities": (["text"],), "prediction": (), "audio": (), "reasoning_effort": (),
+                   "web_search_options": ()}
+        for name, ok in neutral.items():
+            problems[name] = name in extra and extra[name] is not None and extra[name] not in ok
         for name, bad in problems.items():
             if bad:
                 raise UnsupportedParameter(name)

@@ -167,6 +167,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE principles ADD COLUMN distilled_version TEXT;
     ALTER TABLE natural_feedback ADD COLUMN proposed INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: the machine a job's worker runs on (its pid means something only there)
+    """
+    ALTER TABLE jobs ADD COLUMN host TEXT;
+    """,
 ]
 
 JSON_COLUMNS = {"messages", "params", "metadata", "principles_applied", "checks", "evidence", "votes", "before", "after", "raw", "errors", "principle_ids", "result", "stats"}

@@ -51,6 +51,10 @@ CHAT_CASES = {
     "too many messages": ({"messages": USER * 201}, 400, "messages"),
     "stream_options without stream": ({"messages": USER, "stream_options": {"include_usage": True}}, 400, "stream_options"),
     "unknown model": ({"messages": USER, "model": "nope"}, 404, "model"),
+    "seed out of range": ({"messages": USER, "seed": 10**20}, 400, "seed"),
+    "logit_bias": ({"messages": USER, "logit_bias": {"42": 5}}, 400, "logit_bias"),
+    "function_call": ({"messages": USER, "functions": [{"name": "f"}], "function_call": "auto"}, 400, "functions"),
+    "top_logprobs": ({"messages": USER, "top_logprobs": 3}, 400, "top_logprobs"),
 }
 
 

@@ -384,3 +384,21 @@ def test_a_request_cancelled_as_its_version_unloads_leaves_the_batch_before_the_
         assert "x@v1" not in eng.adapters
     finally:
         eng.close()
+
+
+def test_a_request_with_unusable_settings_fails_alone(engine):
+    ids = engine.encode_chat([{"role": "user", "content": "Hi"}])
+    events = {"bad": [], "good": []}
+    done = threading.Event()
+    bad = GenJob(ids, 4, temperature=0.7, seed=2**70, emit=events["bad"].append)  # torch refuses this seed
+
+    def good_emit(ev):
+        events["good"].append(ev)
+        if isinstance(ev, (Finished, Failed)):
+            done.set()
+
+    engine.submit(bad)
+    engine.submit(GenJob(ids, 4, emit=good_emit))
+    assert done.wait(30)
+    assert isinstance(events["good"][-1], Finished)
+    assert isinstance(events["bad"][-1], Failed) and "bad request" in events["bad"][-1].message
