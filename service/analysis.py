@@ -73,9 +73,15 @@ class Analyst:
     def run_once(self) -> dict[str, int]:
         """One pass over everything not yet analysed. Returns counts of what it did."""
         with self._run_lock:
-            counts = {"natural": self.detect_natural(), "flr": self.score_flr(),
-                      "proposed": self.propose_from_feedback()}
-            counts["voted"] = self.vote_new_principles()
+            counts = {}
+            # Each step on its own: one that fails (a teacher down, a bug) does not stop the others.
+            for name, step in (("natural", self.detect_natural), ("flr", self.score_flr),
+                               ("proposed", self.propose_from_feedback), ("voted", self.vote_new_principles)):
+                try:
+                    counts[name] = step()
+                except Exception:
+                    log.exception("analysis step %s failed", name)
+                    counts[name] = 0
             return counts
 
     # -- natural feedback ------------------------------------------------------------------
@@ -88,32 +94,42 @@ class Analyst:
             "ORDER BY created LIMIT 200")]
         found = 0
         for row in rows:
-            record = None
-            if row["parent_id"]:
-                messages = row["messages"]
-                turn, text = last_user_turn(messages)
-                flr = None
-                parent = self.store.get_completion(row["parent_id"])
-                if parent is not None:
-                    flr = parent.get("flr")
-                result = detect_turn(messages[: turn + 1], turn, llm=self.teacher, flr=flr)
-                if result.category != "none" or result.principle:
-                    record = {
-                        "id": new_id("nf-"), "created": time.time(), "completion_id": row["parent_id"],
-                        "follow_up_id": row["id"], "conversation_id": row["conversation_id"], "turn": turn,
-                        "user_turn": text, "category": result.category, "polarity": result.polarity,
-                        "span": result.span, "principle": int(bool(result.principle)), "source": result.source,
-                        "confidence": result.confidence, "error": getattr(result, "error", None),
-                    }
-                if getattr(result, "error", None):
-                    self._record_failure("natural_feedback", row["id"], "NaturalFeedback",
-                                         getattr(result, "raw", None) or [], [result.error])
+            try:
+                record = self._natural_record(row, detect_turn)
+            except Exception as exc:
+                # A request of an odd shape (two user turns in a row, a system turn last...) or a
+                # bug: recorded, and the row is not looked at again, so it cannot stall the rest.
+                log.warning("natural feedback on %s failed: %s", row["id"], exc)
+                self._record_failure("natural_feedback", row["id"], "NaturalFeedback", [], [f"{type(exc).__name__}: {exc}"])
+                record = None
             with db.conn:
                 if record:
                     db["natural_feedback"].insert(record)
                     found += 1
                 db.execute(f"UPDATE completions SET analysed = analysed | {NATURAL_DONE} WHERE id = ?", [row["id"]])
         return found
+
+    def _natural_record(self, row: dict, detect_turn) -> dict | None:
+        """The natural-feedback record for a follow-up request, or None (no parent, no feedback)."""
+        if not row["parent_id"]:
+            return None
+        messages = row["messages"]
+        turn, text = last_user_turn(messages)
+        parent = self.store.get_completion(row["parent_id"])
+        flr = parent.get("flr") if parent is not None else None
+        result = detect_turn(messages[: turn + 1], turn, llm=self.teacher, flr=flr)
+        if getattr(result, "error", None):
+            self._record_failure("natural_feedback", row["id"], "NaturalFeedback",
+                                 getattr(result, "raw", None) or [], [result.error])
+        if result.category == "none" and not result.principle:
+            return None
+        return {
+            "id": new_id("nf-"), "created": time.time(), "completion_id": row["parent_id"],
+            "follow_up_id": row["id"], "conversation_id": row["conversation_id"], "turn": turn,
+            "user_turn": text, "category": result.category, "polarity": result.polarity,
+            "span": result.span, "principle": int(bool(result.principle)), "source": result.source,
+            "confidence": result.confidence, "error": getattr(result, "error", None),
+        }
 
     # -- follow-up likelihood ----------------------------------------------------------------
     def score_flr(self) -> int:
@@ -145,8 +161,12 @@ class Analyst:
         for i in range(0, len(group), step):
             chunk = group[i:i + step]
             convs = [r["messages"] + [{"role": "assistant", "content": r["response"]}] for r in chunk]
-            scores = self.engine.call(lambda m, t, convs=convs: flr_scores(m, t, convs, batch_size=self.batch),
-                                      adapter=version, background=True).result(timeout=600)
+            try:
+                scores = self.engine.call(lambda m, t, convs=convs: flr_scores(m, t, convs, batch_size=self.batch),
+                                          adapter=version, background=True).result(timeout=600)
+            except Exception as exc:  # left without a score, not retried forever ahead of the rest
+                log.warning("follow-up likelihood of %s failed: %s", [r["id"] for r in chunk], exc)
+                scores = [None] * len(chunk)
             with self.store.db.conn:
                 for r, s in zip(chunk, scores):
                     self.store.db.execute(
@@ -189,7 +209,12 @@ class Analyst:
         made = 0
         for kind, ref, items in self._inputs():
             for item in items:
-                proposal = propose_principle(item, self.teacher)
+                try:
+                    proposal = propose_principle(item, self.teacher)
+                except Exception as exc:  # e.g. a remote teacher down: recorded, not retried forever
+                    log.warning("principle proposal from %s failed: %s", ref, exc)
+                    self._record_failure("principle_proposal", ref, "Principle", [], [f"{type(exc).__name__}: {exc}"])
+                    continue
                 if isinstance(proposal, ProposalFailure):
                     self._record_failure(proposal.task, proposal.ref, proposal.schema_name, proposal.raw, proposal.errors)
                 elif isinstance(proposal, Principle):

@@ -92,3 +92,24 @@ def test_comment_and_correction_become_candidates(client):
     client.post("/admin/analyse", headers=ADMIN)
     again = [x for x in client.get("/admin/principles", headers=ADMIN).json()["data"] if "Green thumb" in x["text"]]
     assert len(again) == 1 and again[0]["support"] == 2
+
+
+def test_an_odd_request_does_not_stall_analysis(client):
+    """Two user turns in a row after one of our answers: natural feedback cannot judge it. It is
+    recorded as a failure and passed over; the turns after it are still analysed."""
+    ask = [{"role": "user", "content": "What is the capital of Australia?"}]
+    first = chat(client, ask)
+    answered = ask + [{"role": "assistant", "content": first["choices"][0]["message"]["content"]}]
+    odd = chat(client, answered + [{"role": "user", "content": "hm"}, {"role": "user", "content": "hello?"}])
+    assert odd["conversation_id"] == first["conversation_id"]  # linked, so analysis looks at it
+    good = chat(client, answered + [{"role": "user", "content": "No, it's Canberra."}])
+
+    # The background thread may have done part of it already; this pass finishes the rest.
+    assert client.post("/admin/analyse", headers=ADMIN).status_code == 200
+    [nf] = rows(client, "SELECT * FROM natural_feedback")
+    assert nf["follow_up_id"] == good["id"] and nf["category"] == "aware_with_correction"
+    [failure] = rows(client, "SELECT * FROM llm_failures WHERE ref = ?", (odd["id"],))
+    assert failure["task"] == "natural_feedback" and "ValueError" in failure["errors"]
+    left = rows(client, "SELECT count(*) AS n FROM completions WHERE analysed & 1 = 0")[0]["n"]
+    assert left == 0
+    assert client.post("/admin/analyse", headers=ADMIN).json()["natural"] == 0

@@ -167,3 +167,21 @@ def test_cli_refine_queues_runs_and_lists(tmp_path):
     assert "succeeded" in res.output and "no approved adapter-mode principle" in res.output
     listed = runner.invoke(app, ["jobs", "list", "--data-dir", str(tmp_path)])
     assert listed.exit_code == 0 and listed.output.count("succeeded") == 1
+
+
+def test_a_workers_pid_is_trusted_only_on_its_own_machine():
+    import os
+    import time
+
+    from service.jobs import LOCAL_STALE_AFTER_S, STALE_AFTER_S, host_id, worker_gone
+
+    now = time.time()
+    here, alive = host_id(), os.getpid()
+    dead = 2**22 + 12345  # above any pid this machine hands out
+    # A cron pod's worker: its pid means nothing here, its heartbeat decides.
+    assert not worker_gone({"host": "cron-pod/1234", "pid": alive + 1, "heartbeat": now - 5}, now)
+    assert worker_gone({"host": "cron-pod/1234", "pid": alive, "heartbeat": now - STALE_AFTER_S - 1}, now)
+    # On this machine: a dead pid is gone at once; a live one keeps its job through a late beat.
+    assert worker_gone({"host": here, "pid": dead, "heartbeat": now - 1}, now)
+    assert not worker_gone({"host": here, "pid": alive, "heartbeat": now - STALE_AFTER_S - 60}, now)
+    assert worker_gone({"host": here, "pid": alive, "heartbeat": now - LOCAL_STALE_AFTER_S - 1}, now)
