@@ -9,10 +9,15 @@ capable teacher, and its verdicts are cached.
 
 from __future__ import annotations
 
+import collections
+import logging
 import re
+import threading
 from functools import lru_cache
 
 from pydantic import BaseModel
+
+log = logging.getLogger(__name__)
 
 STOP = set("""
 a an the and or of to in on at for with about from by as is are be been being it its this that these those
@@ -79,24 +84,50 @@ class ScopeVerdict(BaseModel):
 
 
 class ScopeMatcher:
-    def __init__(self, llm=None, threshold: float = 0.5, ask_band: tuple[float, float] = (0.01, 0.5)):
+    """Decides whether a request falls inside a principle's domain, on the request path.
+
+    The lexical score decides alone when it is clear (0: no domain word; 1: every one) or when
+    no capable teacher is configured. In between, a capable teacher is asked, within
+    `timeout_s`; a teacher that fails, times out or never answers in the schema leaves the
+    lexical verdict standing (the request never fails for it) and is reported to `on_failure`
+    with its raw answers. Verdicts are cached (at most `cache_size` of them)."""
+
+    def __init__(self, llm=None, threshold: float = 0.5, ask_band: tuple[float, float] = (0.01, 1.0),
+                 timeout_s: float = 5.0, cache_size: int = 4096, on_failure=None):
         from policies.teacher import is_capable
 
         self.llm = llm if is_capable(llm) else None
         self.threshold = threshold
         self.ask_band = ask_band
-        self._cache: dict[tuple[str, str], bool] = {}
+        self.timeout_s = timeout_s
+        self.cache_size = cache_size
+        self.on_failure = on_failure  # (task, ref, raw answers, errors) -> None
+        self._cache: collections.OrderedDict[tuple[str, str], bool] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._pool = None
 
     def in_scope(self, domain: str, text: str) -> bool:
         score = lexical_score(domain, text)
-        if self.llm is not None and self.ask_band[0] <= score < self.ask_band[1]:
-            key = (domain, text[:2000])
-            if key not in self._cache:
-                self._cache[key] = self._ask(domain, text, score)
-            return self._cache[key]
-        return score >= self.threshold
+        if self.llm is None or not (self.ask_band[0] <= score < self.ask_band[1]):
+            return score >= self.threshold
+        key = (domain, text[:2000])
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        verdict, settled = self._ask(domain, text, score)
+        if settled:  # a fallback is not cached: the teacher gets another chance next time
+            with self._lock:
+                self._cache[key] = verdict
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return verdict
 
-    def _ask(self, domain: str, text: str, score: float) -> bool:
+    def _ask(self, domain: str, text: str, score: float) -> tuple[bool, bool]:
+        """(verdict, whether the teacher gave it)."""
+        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import TimeoutError as FutureTimeout
+
         from policies.teacher import StructuredFailure, ask_structured
 
         prompt = (
@@ -104,10 +135,25 @@ class ScopeMatcher:
             f"Domain: {domain}\nRequest: {text[:2000]}\n"
             'Answer with only JSON: {"in_scope": true} or {"in_scope": false}.'
         )
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="refinery-scope")
+        future = self._pool.submit(ask_structured, self.llm, prompt, ScopeVerdict, retries=1)
+        raw, errors = [], []
         try:
-            return ask_structured(self.llm, prompt, ScopeVerdict, retries=1).in_scope
-        except StructuredFailure:
-            return score >= self.threshold  # the lexical verdict stands when the teacher fails
+            return future.result(timeout=self.timeout_s).in_scope, True
+        except StructuredFailure as failure:
+            raw, errors = list(failure.raw), [str(failure)]
+        except FutureTimeout:
+            errors = [f"no answer within {self.timeout_s} s"]
+        except Exception as exc:  # the teacher's own error (network, quota...)
+            errors = [f"{type(exc).__name__}: {exc}"]
+        log.warning("scope check for %r fell back to the lexical verdict: %s", domain, errors[0])
+        if self.on_failure is not None:
+            try:
+                self.on_failure("scope", domain, raw, errors)
+            except Exception:
+                log.exception("could not record a scope-check failure")
+        return score >= self.threshold, False
 
     def applicable(self, principles: list[dict], messages: list[dict]) -> list[dict]:
         """The principles whose domain covers this request (judged on its last user turn)."""

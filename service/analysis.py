@@ -264,6 +264,10 @@ class Analyst:
             self.book.set_scores(p["id"], score, score["agreement"], score["relevance"])
         return len(pending)
 
+    def record_failure(self, task: str, ref: str, raw: list, errors: list) -> None:
+        """For other parts of the server (the scope check on the request path)."""
+        self._record_failure(task, ref, "", raw, errors)
+
     def _record_failure(self, task: str, ref: str, schema: str, raw: list, errors: list) -> None:
         with self.store.db.conn:
             self.store.db["llm_failures"].insert({"created": time.time(), "task": task, "ref": ref, "schema": schema,

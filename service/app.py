@@ -123,7 +123,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             app.state.lifecycle = lifecycle
             app.state.analyst = analyst
             app.state.chat = ChatService(settings, store, eng, metrics, router=lifecycle.router,
-                                         matcher=ScopeMatcher(llm=analyst.teacher), on_stored=analyst.poke)
+                                         matcher=ScopeMatcher(llm=analyst.teacher, on_failure=analyst.record_failure),
+                                         on_stored=analyst.poke)
             metrics.model_loaded.set(1)
 
         if engine is not None:

@@ -178,3 +178,43 @@ def test_job_overrides_are_checked_when_queued(client, params):
     r = client.post("/admin/jobs", json={"params": params}, headers=ADMIN)
     assert r.status_code == 400 and r.json()["error"]["param"] == "params", r.text
     assert client.get("/admin/jobs", headers=ADMIN).json()["data"] == []
+
+
+def test_scope_matcher_survives_a_failing_teacher():
+    """The scope check runs on the request path: a teacher that errors, hangs or never answers
+    in the schema leaves the lexical verdict, is reported with its raw answer, and is asked again
+    next time; a partial match (only the head word) is the teacher's call when it is capable."""
+    import time
+
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from policies.scope import ScopeMatcher, lexical_score
+
+    class Down(FakeListChatModel):
+        def _call(self, *a, **k):
+            raise ConnectionError("teacher unreachable")
+
+    class Slow(FakeListChatModel):
+        def _call(self, *a, **k):
+            time.sleep(1.0)
+            return '{"in_scope": false}'
+
+    failures = []
+    record = lambda *a: failures.append(a)  # noqa: E731
+    borderline = ("work emails", "Write a poem about work")  # lexical: out of scope
+    assert ScopeMatcher(llm=Down(responses=["x"]), on_failure=record).in_scope(*borderline) is False
+    assert failures[-1][0] == "scope" and "ConnectionError" in failures[-1][3][0]
+    slow = ScopeMatcher(llm=Slow(responses=["x"]), timeout_s=0.1, on_failure=record)
+    t = time.perf_counter()
+    assert slow.in_scope(*borderline) is False and time.perf_counter() - t < 0.8
+    assert "no answer within" in failures[-1][3][0]
+    babble = ScopeMatcher(llm=FakeListChatModel(responses=["sure thing", "maybe?", '{"in_scope": true}']),
+                          on_failure=record)
+    assert babble.in_scope(*borderline) is False  # two unparseable answers: the fallback...
+    assert failures[-1][2] == ["sure thing", "maybe?"]  # ...reported with the raw text
+    assert babble.in_scope(*borderline) is True  # not cached: asked again, and answered
+    # The head word alone ("code") scores 2/3: a capable teacher decides it.
+    assert lexical_score("python code", "Fix this JavaScript code") > 0.5
+    no = ScopeMatcher(llm=FakeListChatModel(responses=['{"in_scope": false}']))
+    assert no.in_scope("python code", "Fix this JavaScript code") is False
+    assert ScopeMatcher().in_scope("python code", "Fix this JavaScript code") is True  # no teacher: lexical
