@@ -245,6 +245,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         stored, created = await run_in_threadpool(store.add_feedback, record)
         if stored["completion_id"] != body.completion_id:
             raise APIError(409, f"feedback id '{record['id']}' is already used for another completion", "id", "id_conflict")
+        if not created:
+            differ = [k for k in ("thumb", "score", "reason", "comment", "correction", "user") if stored.get(k) != record.get(k)]
+            if differ:  # a retry repeats its body; a different body under the same id is a mistake
+                raise APIError(409, f"feedback id '{record['id']}' is already used with other values ({', '.join(differ)}); "
+                                    "send new feedback under a new id, or DELETE the old one first",
+                               "id", "idempotency_mismatch")
         if created:
             if request.app.state.analyst is not None:
                 request.app.state.analyst.poke()

@@ -15,7 +15,7 @@ def feedback_rows(store: Store) -> list[dict]:
         rows.append({
             "feedback_id": r["id"], "created": r["created"], "completion_id": r["completion_id"],
             "conversation_id": r["conversation_id"], "model": r["model"], "adapter_version": r["adapter_version"],
-            "messages": r["messages"], "response": r["response"],
+            "messages": r["messages"], "response": r["response"], "status": r["status"],
             **{k: r[k] for k in ("thumb", "score", "reason", "comment", "correction", "user")},
         })
     return rows
@@ -26,6 +26,9 @@ def preference_pairs(rows: list[dict]) -> list[dict]:
 
     - a correction is preferred over the answer it corrects;
     - on the same prompt, every thumbs-up answer is preferred over every different thumbs-down one.
+
+    Only answers that were finished (status "ok") make pairs: an aborted or failed answer is
+    not what the model would say, and an empty one teaches nothing.
     """
     def turn(text: str) -> list[dict]:
         return [{"role": "assistant", "content": text}]
@@ -39,12 +42,13 @@ def preference_pairs(rows: list[dict]) -> list[dict]:
         seen.add(key)
         pairs.append({"prompt": prompt, "chosen": turn(chosen), "rejected": turn(rejected), "source": source, "feedback_ids": ids})
 
+    rows = [r for r in rows if r.get("status", "ok") == "ok" and r["response"]]
     for r in rows:
-        if r["correction"] and r["response"] is not None:
+        if r["correction"]:
             add(r["messages"], r["correction"], r["response"], "correction", [r["feedback_id"]])
     by_prompt: dict[str, list[dict]] = {}
     for r in rows:
-        if r["thumb"] and r["response"] is not None:
+        if r["thumb"]:
             by_prompt.setdefault(transcript_hash(r["messages"]), []).append(r)
     for group in by_prompt.values():
         ups = [r for r in group if r["thumb"] == "up"]

@@ -367,7 +367,7 @@ class Store:
     def feedback_with_exchanges(self) -> Iterable[dict]:
         """Every feedback record joined with the prompt and answer it is about, oldest first."""
         sql = (
-            "SELECT f.*, c.messages AS messages, c.response AS response, c.model AS model, "
+            "SELECT f.*, c.messages AS messages, c.response AS response, c.status AS status, c.model AS model, "
             "c.adapter_version AS adapter_version FROM feedback f "
             "JOIN completions c ON c.id = f.completion_id ORDER BY f.created"
         )

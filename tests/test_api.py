@@ -174,6 +174,10 @@ def test_feedback_client_id_is_idempotent(tiny_client):
     other = chat(tiny_client, max_tokens=2)
     clash = tiny_client.post("/v1/feedback", json={**body, "completion_id": other["id"]})
     assert clash.status_code == 409
+    changed = tiny_client.post("/v1/feedback", json={**body, "thumb": "down", "correction": "Better."})
+    assert changed.status_code == 409 and changed.json()["error"]["code"] == "idempotency_mismatch"
+    assert db_rows(tiny_client, "SELECT thumb, correction FROM feedback WHERE id = 'fb-client-1'") == [
+        {"thumb": "up", "correction": None}]  # the first record stands, unchanged
 
 
 def test_feedback_metrics_counted(tiny_client):
@@ -226,3 +230,23 @@ def test_health_is_503_until_the_model_loads(tmp_path, model_cache):
         assert r.status_code == 503 and r.json()["status"] == "error"
         chat_r = client.post("/v1/chat/completions", json={"messages": USER})
         assert chat_r.status_code == 503 and chat_r.json()["error"]["code"] == "model_loading"
+
+
+def test_preference_pairs_come_only_from_finished_answers():
+    from service.export import preference_pairs
+
+    q = [{"role": "user", "content": "Capital of Australia?"}]
+
+    def row(fid, response, status="ok", **kw):
+        return {"feedback_id": fid, "messages": q, "response": response, "status": status,
+                **{k: kw.get(k) for k in ("thumb", "correction")}}
+
+    pairs = preference_pairs([
+        row("f1", "Sydney.", correction="Canberra."),
+        row("f2", "", status="error", correction="Canberra!"),        # failed: nothing to prefer over
+        row("f3", "Canb", status="aborted", thumb="up"),             # cut off: not what the model says
+        row("f4", "Canberra is the capital.", thumb="up"),
+        row("f5", "Melbourne.", thumb="down"),
+    ])
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [
+        ("Canberra.", "Sydney."), ("Canberra is the capital.", "Melbourne.")]
