@@ -401,7 +401,7 @@ class GateThresholds(BaseModel):
     the base model's own rate by default (a base model that already writes no emojis should not
     count against an adapter about emojis)."""
 
-    adherence_tolerance: float = Field(0.05, ge=0, description="adherence may trail in-context's by this much")
+    adherence_tolerance: float = Field(0.0, ge=0, description="adherence may trail in-context's by this much")
     min_adherence: float = Field(0.5, ge=0, le=1, description="adherence floor, whatever in-context scores")
     max_near_scope: float = Field(0.2, ge=0, le=1, description="near-scope overgeneralisation limit")
     max_out_of_scope: float = Field(0.1, ge=0, le=1, description="out-of-scope overgeneralisation limit")
@@ -435,9 +435,12 @@ def gate(report: EvalReport, thresholds: GateThresholds | None = None,
         check(False, "in-scope adherence could not be measured")
     else:
         check(adherence >= t.min_adherence, f"in-scope adherence {adherence:.2f} >= floor {t.min_adherence:.2f}")
-        if in_context is not None:
+        if in_context is None:  # the bar itself unmeasured (e.g. every judge verdict unparseable)
+            check(False, "in-context adherence could not be measured, so there is nothing to compare with")
+        else:
             check(adherence >= in_context - t.adherence_tolerance - 1e-9,
-                  f"in-scope adherence {adherence:.2f} >= in-context {in_context:.2f} - {t.adherence_tolerance:.2f}")
+                  f"in-scope adherence {adherence:.2f} >= in-context {in_context:.2f}"
+                  + (f" - {t.adherence_tolerance:.2f}" if t.adherence_tolerance else ""))
     for scope, limit in (("near_scope", t.max_near_scope), ("out_of_scope", t.max_out_of_scope)):
         sc = cand.scopes[scope]
         value = sc.excess if t.relative_to_base else sc.rate
@@ -453,8 +456,9 @@ def gate(report: EvalReport, thresholds: GateThresholds | None = None,
         check(d is not None and d <= t.max_out_of_scope_edit_distance,
               f"out-of-scope drift (edit distance) {_fmt(d)} <= {t.max_out_of_scope_edit_distance:.2f}")
     if report.method == "judge":
-        total = sum(s.n for s in cand.scopes.values())
-        bad = sum(s.unparseable for s in cand.scopes.values())
+        # Every condition's verdicts: the base and in-context ones set the bars the candidate meets.
+        total = sum(s.n for c in report.conditions.values() for s in c.scopes.values())
+        bad = sum(s.unparseable for c in report.conditions.values() for s in c.scopes.values())
         share = bad / total if total else 0.0
         check(share <= t.max_unparseable, f"unparseable judge verdicts {bad}/{total} ({share:.2f}) <= {t.max_unparseable:.2f}")
     return all(r.startswith("pass:") for r in reasons), reasons

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -110,13 +111,17 @@ def refine_job(settings: Settings, store: Store, queue: JobQueue, job: dict, pro
     from policies.teacher import build_teacher
 
     book = PrincipleBook(store)
+    work = Path(settings.data_dir) / "jobs" / job["id"]
+    registry = Registry(Path(settings.data_dir) / "adapters")
+    marker = work / "registered.json"
+    if marker.exists():
+        # Resumed after the adapter was registered: only what follows registration is left.
+        return _after_registration(settings, book, registry, job, json.loads(marker.read_text()))
     new, carried = select_principles(book, job["principle_ids"])
     if not new:
         return {"principles": [], "note": "no approved adapter-mode principle is waiting to be distilled"}
     params = with_recipe(job["params"])
-    work = Path(settings.data_dir) / "jobs" / job["id"]
     work.mkdir(parents=True, exist_ok=True)
-    registry = Registry(Path(settings.data_dir) / "adapters")
     stage = lambda name: queue.beat(job["id"], name)  # noqa: E731
 
     # The served model answers the baselines: the base plus the version serving now.
@@ -129,6 +134,12 @@ def refine_job(settings: Settings, store: Store, queue: JobQueue, job: dict, pro
 
         model = PeftModel.from_pretrained(model, str(active.path), adapter_name="serving")
         model.eval()
+
+    new_ids = {p["id"] for p in new}
+
+    def base_generate_fn(conversations: list[list[dict]], max_tokens: int) -> list[str]:
+        with model.disable_adapter():
+            return generate_fn(conversations, max_tokens)
 
     def generate_fn(conversations: list[list[dict]], max_tokens: int) -> list[str]:
         return generate(model, tok, conversations, max_new_tokens=max_tokens, batch_size=16, progress=progress)
@@ -143,10 +154,17 @@ def refine_job(settings: Settings, store: Store, queue: JobQueue, job: dict, pro
     for p in carried:
         ddir = Path(settings.data_dir) / "datasets" / p["id"] / principle_key(p, syn_cfg.model_dump())
         if (ddir / "synthesis.json").exists():
-            datasets[p["id"]] = SynthesisResult.model_validate_json((ddir / "synthesis.json").read_text())
-            continue
+            try:
+                datasets[p["id"]] = SynthesisResult.model_validate_json((ddir / "synthesis.json").read_text())
+                continue
+            except ValueError:  # cut short by a crash while it was written: made again
+                log.warning("data set %s is unreadable; synthesising it again", ddir)
         stage(f"synthesis {p['id']}")
-        result = synthesize(p, generate_fn, teacher, logged, syn_cfg,
+        # A principle the serving version already carries gets its baselines from the base
+        # model: the new adapter is trained from the base, and the serving version's answers
+        # already follow the rule, so they would leave no pair to learn from.
+        gen = generate_fn if active is None or p["id"] in new_ids else base_generate_fn
+        result = synthesize(p, gen, teacher, logged, syn_cfg,
                             on_stage=lambda s, pid=p["id"]: stage(f"synthesis {pid}: {s}"))
         result.write(ddir)
         with store.db.conn:
@@ -157,70 +175,106 @@ def refine_job(settings: Settings, store: Store, queue: JobQueue, job: dict, pro
     if active is not None:
         model = model.unload()  # the plain base again, for training's reference and evaluation
 
-    preferences = [row for d in datasets.values() for row in d.preferences]
-    constraints = [row for d in datasets.values() for row in d.constraints]
+    # One adapter learns every principle's rows, so no principle's held-out prompts may be
+    # among another's training rows (its overgeneralisation would be measured on them).
+    held_out = {q for d in datasets.values() if d.eval_prompts is not None
+                for q in d.eval_prompts.in_scope + d.eval_prompts.near_scope + d.eval_prompts.out_of_scope}
+    preferences = [row for d in datasets.values() for row in d.preferences if _prompt_text(row) not in held_out]
+    constraints = [row for d in datasets.values() for row in d.constraints if _prompt_text(row) not in held_out]
     if not preferences:
         raise RuntimeError("no preference pair survived verification: " +
                            "; ".join(f"{pid}: {d.counts}" for pid, d in datasets.items()))
     data_hash = hashlib.sha256("".join(sorted(d.content_hash for d in datasets.values())).encode()).hexdigest()
 
-    # 2. One adapter for every carried principle.
-    adapter_dir = work / "adapter"
+    # 2. One adapter for every carried principle. Keyed by the data: a job resumed after a
+    # principle was edited (new data sets) trains again rather than reusing the old adapter.
+    key = data_hash[:16]
+    adapter_dir = work / f"adapter-{key}"
     if not (adapter_dir / "loss_curve.json").exists():
         stage("train")
         cfg = TrainConfig(model=settings.model, **params.get("train", {}))
         trained = train(cfg, preferences, constraints, adapter_dir, settings.model_cache_dir, progress=progress)
-        (work / "train.json").write_text(json.dumps(trained.__dict__, default=str, indent=1))
+        _write_atomic(work / f"train-{key}.json", json.dumps(trained.__dict__, default=str, indent=1))
 
     # 3. Evaluation per principle; the adapter is a candidate only if every principle passes.
     thresholds = GateThresholds(**params.get("gate", {}))
     reports, passed_all = {}, True
     for p in carried:
-        rdir = work / "reports" / p["id"]
+        rdir = work / "reports" / key / p["id"]
         if (rdir / "report.json").exists():
-            data = json.loads((rdir / "report.json").read_text())
-            reports[p["id"]] = data
-            passed_all &= data["gate"]["passed"]
-            continue
+            try:
+                data = json.loads((rdir / "report.json").read_text())
+                reports[p["id"]] = data
+                passed_all &= data["gate"]["passed"]
+                continue
+            except (ValueError, KeyError):  # cut short by a crash: evaluated again
+                log.warning("report %s is unreadable; evaluating again", rdir)
         stage(f"evaluate {p['id']}")
         data = datasets[p["id"]]
         # Held-out prompts where synthesis kept some back; otherwise the training prompts.
-        report = evaluate_adapter(model, tok, adapter_dir, p, data.eval_prompts or data.prompts, judge=teacher,
-                                  progress=progress)
+        held_out = data.eval_prompts is not None and bool(data.eval_prompts.in_scope)
+        report = evaluate_adapter(model, tok, adapter_dir, p, data.eval_prompts if held_out else data.prompts,
+                                  judge=teacher, progress=progress)
         verdict = gate(report, thresholds)
         report.write(rdir, verdict)
         reports[p["id"]] = json.loads((rdir / "report.json").read_text())
         passed_all &= verdict[0]
 
-    # 4. Register (once, even if the job is resumed after this point).
-    marker = work / "registered.json"
-    if marker.exists():
-        version_id = json.loads(marker.read_text())["version"]
+    # 4. Register (once, even if the job is resumed after this point: a version this job
+    # registered from this data before a crash is found again rather than registered twice).
+    stage("register")
+    mine = [v for v in registry.list(settings.default_adapter)
+            if v.created_by == f"job:{job['id']}" and v.dataset_hash == data_hash]
+    if mine:
+        version_id = mine[-1].version_id
     else:
-        stage("register")
         summary = {pid: {"gate": r["gate"], "table": [row for row in _table(r)]} for pid, r in reports.items()}
         version_id = registry.register(adapter_dir, settings.default_adapter, principles=[p["id"] for p in carried],
                                        dataset_hash=data_hash, report={"gate_passed": passed_all, "principles": summary},
                                        notes=f"refinement job {job['id']}", actor=f"job:{job['id']}")
-        marker.write_text(json.dumps({"version": version_id}))
-    for p in new:
-        with store.db.conn:
-            store.db.execute("UPDATE principles SET distilled_version = ? WHERE id = ?", [version_id, p["id"]])
+    state = {"version": version_id, "principles": [p["id"] for p in carried], "new": [p["id"] for p in new],
+             "gate_passed": passed_all, "dataset_hash": data_hash,
+             "data": {pid: d.counts for pid, d in datasets.items()},
+             "reports": {pid: str(work / "reports" / key / pid / "report.md") for pid in reports}}
+    _write_atomic(marker, json.dumps(state))
+    return _after_registration(settings, book, registry, job, state)
 
-    # 5. What happens to a candidate that passes is the operator's choice (REFINERY_PROMOTION).
+
+def _after_registration(settings: Settings, book: PrincipleBook, registry, job: dict, state: dict) -> dict:
+    """Steps after registration, safe to run again: the principles point at the version, and a
+    candidate that passed its gate is canaried or promoted as REFINERY_PROMOTION says."""
+    version_id, passed_all, actor = state["version"], state["gate_passed"], f"job:{job['id']}"
+    for pid in state["new"]:
+        book.mark_distilled(pid, version_id, actor)
+    status = registry.show(version_id).status
     action = "left as candidate"
-    if passed_all and settings.promotion == "auto-canary":
-        registry.canary(version_id, settings.auto_canary_share, actor=f"job:{job['id']}", reason="passed its gate")
-        action = f"canary at {settings.auto_canary_share:.0%}"
-    elif passed_all and settings.promotion == "auto-promote":
-        registry.promote(version_id, actor=f"job:{job['id']}", reason="passed its gate")
-        action = "promoted"
-    elif not passed_all:
+    if not passed_all:
         action = "left as candidate: gate failed"
-    return {"version": version_id, "principles": [p["id"] for p in carried], "new": [p["id"] for p in new],
-            "gate_passed": passed_all, "action": action, "dataset_hash": data_hash,
-            "data": {pid: d.counts for pid, d in datasets.items()},
-            "reports": {pid: str(work / "reports" / pid / "report.md") for pid in reports}}
+    elif status != "candidate":
+        action = f"already {status}"
+    elif settings.promotion == "auto-canary":
+        registry.canary(version_id, settings.auto_canary_share, actor=actor, reason="passed its gate")
+        action = f"canary at {settings.auto_canary_share:.0%}"
+    elif settings.promotion == "auto-promote":
+        registry.promote(version_id, actor=actor, reason="passed its gate")
+        action = "promoted"
+    return {"version": version_id, "principles": state["principles"], "new": state["new"],
+            "gate_passed": passed_all, "action": action, "dataset_hash": state["dataset_hash"],
+            "data": state["data"], "reports": state["reports"]}
+
+
+def _prompt_text(row: dict) -> str:
+    prompt = row["prompt"]
+    if isinstance(prompt, str):
+        return prompt
+    return next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """A crash leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _table(report: dict) -> list[dict]:

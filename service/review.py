@@ -109,6 +109,13 @@ class PrincipleBook:
             })
         return self.get(after["id"])
 
+    def mark_distilled(self, principle_id: str, version: str, actor: str) -> dict:
+        """Record the adapter version that first distilled this principle (audited like any change)."""
+        before = self.get(principle_id)
+        if before is None or before.get("distilled_version") == version:
+            return before
+        return self._write(actor, "distil", before, {**before, "distilled_version": version, "updated": time.time()})
+
     def create(self, fields: dict[str, Any], actor: str = "system") -> dict:
         now = time.time()
         row = {"id": new_id("pr-"), "created": now, "updated": now, "status": "candidate", "mode": "prompt",

@@ -101,7 +101,8 @@ def test_unparseable_judge_verdicts_are_counted_and_kept(tiny):
         assert cond.scopes["out_of_scope"].unparseable == 1 and cond.scopes["out_of_scope"].rate is None
     assert len(report.judge_failures) == 6 and len(report.judge_failures[0]["raw"]) == 2  # 1 retry
     passed, reasons = gate(report)
-    assert not passed and any(r.startswith("fail: unparseable judge verdicts 2/4") for r in reasons)
+    # Counted over every condition (base and in-context set the bars): 2 of 4 in each of 3.
+    assert not passed and any(r.startswith("fail: unparseable judge verdicts 6/12") for r in reasons)
 
 
 def test_two_adapters_and_no_measure(tiny):
@@ -178,6 +179,16 @@ def test_gate_fails_below_in_context_and_on_overgeneralisation():
     assert not passed and len(fails) == 2 and "near-scope" in fails[0] and "out-of-scope" in fails[1]
     # Within tolerance of in-context is enough.
     assert gate(_report((0.76, 0.0, 0.0), in_context=(0.8, 0.0, 0.0)), GateThresholds(adherence_tolerance=0.05))[0]
+    assert not gate(_report((0.76, 0.0, 0.0), in_context=(0.8, 0.0, 0.0)))[0]  # by default: at least in-context's
+
+
+def test_gate_fails_when_the_in_context_bar_was_not_measured():
+    rep = _report((0.9, 0.0, 0.0), method="judge")
+    rep.conditions["in_context"].scopes["in_scope"].rate = None  # every in-context verdict unparseable
+    rep.conditions["in_context"].scopes["in_scope"].unparseable = 10
+    passed, reasons = gate(rep)
+    assert not passed and any("in-context adherence could not be measured" in r for r in reasons)
+    assert any(r.startswith("fail: unparseable judge verdicts 10/90") for r in reasons)
 
 
 def test_gate_limits_are_relative_to_the_base_model_unless_told_otherwise():

@@ -46,12 +46,13 @@ def test_job_distils_an_approved_principle_into_a_candidate(env):
     v = Registry(settings.data_dir / "adapters").show("refinery@v1")
     assert v.status == "candidate" and v.principles == (p["id"],) and v.dataset_hash == result["dataset_hash"]
     assert book.get(p["id"])["distilled_version"] == "refinery@v1"
-    report_dir = settings.data_dir / "jobs" / job["id"] / "reports" / p["id"]
+    key = result["dataset_hash"][:16]  # a job's adapter and reports are kept per data set
+    report_dir = settings.data_dir / "jobs" / job["id"] / "reports" / key / p["id"]
     assert {f.name for f in report_dir.iterdir()} >= {"report.json", "report.md", "report.png"}
     report = json.loads((report_dir / "report.json").read_text())
     assert set(report["conditions"]) == {"base", "in_context", "adapter"} and "gate" in report
     # The job's recipe (service.refine.RECIPE) under the params given.
-    trained = json.loads((settings.data_dir / "jobs" / job["id"] / "adapter" / "training_config.json").read_text())
+    trained = json.loads((settings.data_dir / "jobs" / job["id"] / f"adapter-{key}" / "training_config.json").read_text())
     assert trained["constraint_reduction"] == "sum" and trained["epochs"] == 1
     counts = result["data"][p["id"]]
     assert counts and sum(counts.values()) > 0
@@ -92,6 +93,24 @@ def test_one_job_at_a_time_and_resume_after_a_crash(env):
     [again] = run_worker(settings, progress=False)
     assert again["result"]["version"] == "refinery@v1"
     assert data_file.stat().st_mtime == before
+    assert book.get(p["id"])["distilled_version"] == "refinery@v1"  # the step after registration, redone
+    assert any(a["action"] == "distil" for a in book.audit(p["id"]))
+
+    # Crashed before registering, then the principle was edited: the resumed job must not
+    # register the adapter trained on the old data under the new principle.
+    job_dir = settings.data_dir / "jobs" / first["id"]
+    (job_dir / "registered.json").unlink()
+    with store.db.conn:
+        store.db.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", [first["id"]])
+    book.update(p["id"], {"text": "When I ask about gardening, begin your answer with 'Green fingers:'",
+                          "effect": "begin the answer with 'Green fingers:'",
+                          "checks": ['starts_with "Green fingers:"']}, "op")
+    store.db.execute("UPDATE principles SET distilled_version = NULL WHERE id = ?", [p["id"]])
+    [edited] = run_worker(settings, progress=False)
+    assert edited["status"] == "succeeded", edited["error"]
+    assert edited["result"]["dataset_hash"] != again["result"]["dataset_hash"]
+    assert edited["result"]["version"] == "refinery@v2"  # trained again, on the new data
+    assert len(list(job_dir.glob("adapter-*"))) == 2
 
 
 def _dead_pid() -> int:
