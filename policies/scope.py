@@ -79,6 +79,14 @@ def lexical_score(domain: str, text: str) -> float:
     return sum(w for word, w in weights if word in found) / total
 
 
+def same_scope(a: str, b: str) -> bool:
+    """Do two domains name the same scope? Both global, or the same content words."""
+    if is_global(a) or is_global(b):
+        return is_global(a) and is_global(b)
+    wa, wb = {w for w, _ in _domain_weights(a)}, {w for w, _ in _domain_weights(b)}
+    return bool(wa) and wa == wb
+
+
 class ScopeVerdict(BaseModel):
     in_scope: bool
 

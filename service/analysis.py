@@ -17,7 +17,7 @@ from policies.teacher import StructuredFailure, build_teacher, is_capable
 from service.engine import Engine
 from service.review import PrincipleBook
 from service.settings import Settings
-from service.store import Store, new_id
+from service.store import Store, atomic, new_id
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Analyst:
                 log.warning("natural feedback on %s failed: %s", row["id"], exc)
                 self._record_failure("natural_feedback", row["id"], "NaturalFeedback", [], [f"{type(exc).__name__}: {exc}"])
                 record = None
-            with db.conn:
+            with atomic(db):
                 if record:
                     db["natural_feedback"].insert(record)
                     found += 1
@@ -167,7 +167,7 @@ class Analyst:
             except Exception as exc:  # left without a score, not retried forever ahead of the rest
                 log.warning("follow-up likelihood of %s failed: %s", [r["id"] for r in chunk], exc)
                 scores = [None] * len(chunk)
-            with self.store.db.conn:
+            with atomic(self.store.db):
                 for r, s in zip(chunk, scores):
                     self.store.db.execute(
                         f"UPDATE completions SET flr = ?, analysed = analysed | {FLR_DONE} WHERE id = ?", [s, r["id"]])
@@ -220,7 +220,7 @@ class Analyst:
                 elif isinstance(proposal, Principle):
                     self._add(proposal)
                     made += 1
-            with self.store.db.conn:
+            with atomic(self.store.db):
                 if kind == "feedback":
                     self.store.db.execute("UPDATE feedback SET analysed = 1 WHERE id = ?", [ref])
                 else:
@@ -231,7 +231,12 @@ class Analyst:
         """A new candidate, or more support for a near-duplicate one already there."""
         from policies.principles import nearest
 
-        existing = [p for p in self.book.list(limit=1000) if p["status"] in ("candidate", "approved")]
+        from policies.scope import same_scope
+
+        # Only a principle for the same domain can take the evidence: "no emojis" for all requests
+        # and "no emojis in my work emails" are two rules, however alike their words.
+        existing = [p for p in self.book.list(limit=1000)
+                    if p["status"] in ("candidate", "approved") and same_scope(p["domain"], proposal.domain)]
         evidence = [e.model_dump() for e in proposal.evidence]
         match = nearest(proposal.text, [p["text"] for p in existing])
         if match is not None:
@@ -269,6 +274,6 @@ class Analyst:
         self._record_failure(task, ref, "", raw, errors)
 
     def _record_failure(self, task: str, ref: str, schema: str, raw: list, errors: list) -> None:
-        with self.store.db.conn:
+        with atomic(self.store.db):
             self.store.db["llm_failures"].insert({"created": time.time(), "task": task, "ref": ref, "schema": schema,
                                                   "raw": json.dumps(raw), "errors": json.dumps(errors)})

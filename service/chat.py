@@ -96,7 +96,7 @@ class ChatService:
                 "messages", "context_length_exceeded",
             )
         explicit = conversation_header or (req.metadata or {}).get("conversation_id")
-        parent = await run_in_threadpool(self.store.find_parent, messages)
+        parent = await run_in_threadpool(self.store.find_parent, messages, explicit, req.user)
         conversation_id = explicit or (parent["conversation_id"] if parent else new_id("conv-"))
         # Canary assignment is sticky per user, else per conversation. The lease taken here
         # is returned when the answer is stored.

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from service.settings import Settings
-from service.store import Store, new_id
+from service.store import Store, atomic, new_id
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class JobQueue:
         job = {"id": new_id("job-"), "created": time.time(), "kind": "refine", "status": "queued",
                "principle_ids": json.dumps(principle_ids) if principle_ids else None,
                "params": json.dumps(params or {}), "requested_by": requested_by}
-        with self.store.db.conn:
+        with atomic(self.store.db):
             self.store.db["jobs"].insert(job)
         return self.get(job["id"])
 
@@ -94,7 +94,7 @@ class JobQueue:
         n = 0
         for job in self.store.db.query("SELECT * FROM jobs WHERE status = 'running'"):
             if worker_gone(job):
-                with self.store.db.conn:
+                with atomic(self.store.db):
                     self.store.db.execute(
                         "UPDATE jobs SET status = 'queued', pid = NULL, host = NULL, error = ? "
                         "WHERE id = ? AND status = 'running' AND heartbeat IS ?",
@@ -126,14 +126,14 @@ class JobQueue:
         return self.get(row[0])
 
     def beat(self, job_id: str, stage: str | None = None) -> None:
-        with self.store.db.conn:
+        with atomic(self.store.db):
             if stage is None:
                 self.store.db.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", [time.time(), job_id])
             else:
                 self.store.db.execute("UPDATE jobs SET heartbeat = ?, stage = ? WHERE id = ?", [time.time(), stage, job_id])
 
     def finish(self, job_id: str, status: str, result: dict | None = None, error: str | None = None) -> None:
-        with self.store.db.conn:
+        with atomic(self.store.db):
             self.store.db.execute(
                 "UPDATE jobs SET status = ?, finished = ?, result = ?, error = ?, pid = NULL, host = NULL WHERE id = ?",
                 [status, time.time(), json.dumps(result, default=str) if result is not None else None, error, job_id])

@@ -20,7 +20,7 @@ from pathlib import Path
 from service.jobs import JobQueue
 from service.review import PrincipleBook
 from service.settings import Settings
-from service.store import Store
+from service.store import Store, atomic
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def refine_job(settings: Settings, store: Store, queue: JobQueue, job: dict, pro
         result = synthesize(p, gen, teacher, logged, syn_cfg,
                             on_stage=lambda s, pid=p["id"]: stage(f"synthesis {pid}: {s}"))
         result.write(ddir)
-        with store.db.conn:
+        with atomic(store.db):
             store.db["datasets"].upsert({"hash": result.content_hash, "created": time.time(), "principle_id": p["id"],
                                          "job_id": job["id"], "stats": json.dumps(result.counts),
                                          "path": str(ddir)}, pk="hash")

@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from service.store import Store, new_id
+from service.store import Store, atomic, new_id
 
 STATUSES = ("candidate", "approved", "rejected", "merged")
 MODES = ("prompt", "adapter", "both")
@@ -101,7 +101,7 @@ class PrincipleBook:
         db = self.store.db
         row = {k: (json.dumps(v, ensure_ascii=False) if k in ("checks", "evidence", "votes") and v is not None else v)
                for k, v in after.items()}
-        with db.conn:
+        with atomic(db):
             db["principles"].upsert(row, pk="id")
             db["audit"].insert({
                 "at": time.time(), "actor": actor, "action": action, "object_type": "principle",
@@ -160,10 +160,17 @@ class PrincipleBook:
         src, dst = self.get(principle_id), self.get(into_id)
         if dst["status"] in ("merged", "rejected"):
             raise ReviewError(f"cannot merge into a {dst['status']} principle", 409, "into")
+        if src["status"] == "merged":  # its evidence already lives in another principle
+            raise ReviewError(f"{principle_id} was already merged into {src['merged_into']}", 409, "id")
         evidence = dst["evidence"] + [e for e in src["evidence"] if e not in dst["evidence"]]
         merged_dst = {**dst, "evidence": evidence, "support": len(evidence), "updated": time.time()}
-        self._write(actor, "merge_in", dst, merged_dst)
-        self._write(actor, "merge", src, {**src, "status": "merged", "merged_into": into_id, "updated": time.time()})
+        with atomic(self.store.db):  # both principles change, or neither
+            self._write(actor, "merge_in", dst, merged_dst)
+            self._write(actor, "merge", src, {**src, "status": "merged", "merged_into": into_id, "updated": time.time()})
+            # Principles merged into the source earlier now point where their evidence went.
+            for child in list(self.store.db.query("SELECT id FROM principles WHERE merged_into = ?", [principle_id])):
+                before = self.get(child["id"])
+                self._write(actor, "merge_repoint", before, {**before, "merged_into": into_id, "updated": time.time()})
         return self.get(into_id)
 
     def add_evidence(self, principle_id: str, refs: list[dict], actor: str = "system") -> dict:

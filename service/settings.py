@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     default_adapter: str = Field("refinery", description="Adapter name served for model 'refinery' or no model; its active version answers.")
     registry_poll_s: float = Field(0.5, description="How often the server looks for registry changes made elsewhere (CLI).")
     canary_check_s: float = Field(10.0, description="How often canaries are judged against the active version.")
-    canary_min_samples: int = Field(30, description="Requests needed on each side before a canary can be rolled back.")
+    canary_min_samples: int = Field(30, ge=1, description="Requests needed on each side before a canary can be rolled back.")
     canary_alpha: float = Field(0.05, description="Significance level of the canary's two-proportion test.")
     canary_auto_promote_s: float = Field(0.0, description="Promote a canary that stayed clean this long (0 = never automatically).")
 

@@ -7,6 +7,7 @@ A sqlite3 connection belongs to the thread that opened it, so each thread gets i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -20,6 +21,26 @@ import sqlite_utils
 
 # Each migration runs once, in order, inside a transaction; PRAGMA user_version remembers how
 # many have run. Append new ones; never edit one that has shipped.
+@contextlib.contextmanager
+def atomic(db: sqlite_utils.Database):
+    """Several writes as one transaction (sqlite-utils commits each statement on its own
+    otherwise). BEGIN IMMEDIATE takes the write lock first, waiting up to the busy timeout, so a
+    transaction that reads before it writes cannot fail half-way when another connection wrote
+    in between (a deferred one would get SQLITE_BUSY at once). Nested blocks are savepoints."""
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
+
+
 MIGRATIONS: list[str] = [
     # 1: exchanges, conversations, explicit feedback
     """
@@ -215,7 +236,8 @@ class Store:
         return len(MIGRATIONS)
 
     def transaction(self):
-        return self.db.conn
+        """Several writes as one transaction."""
+        return atomic(self.db)
 
     # -- helpers -------------------------------------------------------------------------
     @staticmethod
@@ -232,26 +254,32 @@ class Store:
         return self._decode(rows[0]) if rows else None
 
     # -- completions ---------------------------------------------------------------------
-    def find_parent(self, messages: list[dict]) -> dict | None:
+    def find_parent(self, messages: list[dict], conversation_id: str | None = None,
+                    user: str | None = None) -> dict | None:
         """The completion whose transcript (its messages plus our answer) the request extends.
 
         Only the last assistant turn is looked up: that is the answer the new user turn
-        follows. Among identical transcripts the most recent wins.
+        follows. The parent is searched inside `conversation_id` when the client named one, and
+        otherwise among the same `user`'s completions (two users who asked the same thing and
+        got the same answer are not one conversation). Among identical transcripts the most
+        recent wins.
         """
         for k in range(len(messages) - 1, -1, -1):
             if messages[k]["role"] == "assistant":
                 h = transcript_hash(messages[: k + 1])
+                if conversation_id is not None:
+                    return self._one(
+                        "SELECT * FROM completions WHERE transcript_hash = ? AND status = 'ok' AND conversation_id = ? "
+                        "ORDER BY created DESC LIMIT 1", [h, conversation_id])
                 return self._one(
-                    "SELECT * FROM completions WHERE transcript_hash = ? AND status = 'ok' "
-                    "ORDER BY created DESC LIMIT 1",
-                    [h],
-                )
+                    "SELECT * FROM completions WHERE transcript_hash = ? AND status = 'ok' AND user IS ? "
+                    "ORDER BY created DESC LIMIT 1", [h, user])
         return None
 
     def start_completion(self, record: dict) -> None:
         """Stores a completion as `running` before generation starts, with its conversation."""
         db = self.db
-        with db.conn:
+        with atomic(db):
             conv = record["conversation_id"]
             db.execute(
                 "INSERT OR IGNORE INTO conversations (id, created, user) VALUES (?, ?, ?)",
@@ -280,7 +308,7 @@ class Store:
         thash = None
         if status == "ok":
             thash = transcript_hash(row["messages"] + [{"role": "assistant", "content": response}])
-        with db.conn:
+        with atomic(db):
             db["completions"].update(
                 completion_id,
                 {
@@ -307,7 +335,7 @@ class Store:
 
     def mark_interrupted(self) -> int:
         """At start-up: generations that were running when the process died never finished."""
-        with self.db.conn:
+        with atomic(self.db):
             cur = self.db.execute(
                 "UPDATE completions SET status = 'aborted', error = 'server stopped during generation' "
                 "WHERE status = 'running'"
@@ -324,7 +352,7 @@ class Store:
         if existing is not None:
             return existing, False
         try:
-            with self.db.conn:
+            with atomic(self.db):
                 self.db["feedback"].insert(record)
         except sqlite3.IntegrityError:
             # A concurrent retry with the same id won the race: same id, same record.
@@ -360,7 +388,7 @@ class Store:
         return list(self.db.query(sql, params + [limit]))
 
     def delete_feedback(self, feedback_id: str) -> bool:
-        with self.db.conn:
+        with atomic(self.db):
             cur = self.db.execute("DELETE FROM feedback WHERE id = ?", [feedback_id])
         return cur.rowcount > 0
 

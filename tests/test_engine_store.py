@@ -130,6 +130,16 @@ def test_find_parent_and_interrupted(tmp_path):
     follow = msgs + [{"role": "assistant", "content": "a"}, {"role": "user", "content": "n"}]
     assert store.find_parent(follow)["id"] == "c1"
     assert store.get_completion("c1")["transcript_hash"] == transcript_hash(follow[:2])
+    # The same exchange served to someone else, in another conversation: each user's follow-up
+    # links to their own; a conversation the client names is searched alone.
+    store.start_completion({**_record("c3", msgs, conversation="conv-2"), "user": "bob", "created": 2.0})
+    store.finish_completion("c3", response="a", finish_reason="stop", status="ok", prompt_tokens=1,
+                            completion_tokens=1, latency_ms=1.0, ttft_ms=1.0)
+    assert store.find_parent(follow, user="bob")["id"] == "c3"
+    assert store.find_parent(follow)["id"] == "c1"  # the anonymous one, although c3 is newer
+    assert store.find_parent(follow, conversation_id="conv-1", user="bob")["id"] == "c1"
+    assert store.find_parent(follow, conversation_id="conv-9") is None
+    assert store.find_parent(follow, user="carol") is None
     store.start_completion(_record("c2", follow))
     assert store.mark_interrupted() == 1
     assert store.get_completion("c2")["status"] == "aborted"
@@ -402,3 +412,14 @@ def test_a_request_with_unusable_settings_fails_alone(engine):
     assert done.wait(30)
     assert isinstance(events["good"][-1], Finished)
     assert isinstance(events["bad"][-1], Failed) and "bad request" in events["bad"][-1].message
+
+
+def test_a_completion_and_its_conversation_are_stored_together_or_not_at_all(tmp_path):
+    """sqlite-utils commits each statement on its own unless a transaction is open: the store
+    groups its writes with atomic(), so a failed insert leaves no half-written exchange."""
+    store = Store(tmp_path / "r.db")
+    store.start_completion(_record("c1", [{"role": "user", "content": "q"}], conversation="conv-a"))
+    with pytest.raises(sqlite3.IntegrityError):  # same completion id again, in a new conversation
+        store.start_completion(_record("c1", [{"role": "user", "content": "q"}], conversation="conv-b"))
+    ids = [r["id"] for r in store.db.query("SELECT id FROM conversations ORDER BY id")]
+    assert ids == ["conv-a"]

@@ -77,14 +77,14 @@ def test_one_job_at_a_time_and_resume_after_a_crash(env):
 
     # The worker "dies": its pid no longer exists. The next worker takes the job back and
     # finishes it before starting the second.
-    with store.db.conn:
+    with store.db.atomic():
         store.db.execute("UPDATE jobs SET pid = ?, stage = 'train' WHERE id = ?", [_dead_pid(), first["id"]])
     finished = run_worker(settings, progress=False)
     assert [j["id"] for j in finished] == [first["id"], second["id"]]
     assert finished[0]["status"] == "succeeded" and finished[0]["attempts"] == 2
 
     # Resuming skips finished stages: a job re-queued after registering registers nothing new.
-    with store.db.conn:
+    with store.db.atomic():
         store.db.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", [first["id"]])
     data_file = next((settings.data_dir / "datasets" / p["id"]).rglob("synthesis.json"))
     before = data_file.stat().st_mtime
@@ -100,7 +100,7 @@ def test_one_job_at_a_time_and_resume_after_a_crash(env):
     # register the adapter trained on the old data under the new principle.
     job_dir = settings.data_dir / "jobs" / first["id"]
     (job_dir / "registered.json").unlink()
-    with store.db.conn:
+    with store.db.atomic():
         store.db.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", [first["id"]])
     book.update(p["id"], {"text": "When I ask about gardening, begin your answer with 'Green fingers:'",
                           "effect": "begin the answer with 'Green fingers:'",

@@ -218,3 +218,27 @@ def test_scope_matcher_survives_a_failing_teacher():
     no = ScopeMatcher(llm=FakeListChatModel(responses=['{"in_scope": false}']))
     assert no.in_scope("python code", "Fix this JavaScript code") is False
     assert ScopeMatcher().in_scope("python code", "Fix this JavaScript code") is True  # no teacher: lexical
+
+
+def test_merging_keeps_evidence_counted_once(client):
+    a = seed(client, evidence=[{"kind": "feedback", "id": "fb-a"}])
+    b = seed(client, evidence=[{"kind": "feedback", "id": "fb-b"}])
+    c = seed(client, evidence=[{"kind": "feedback", "id": "fb-c"}])
+    assert client.post(f"/admin/principles/{c['id']}/merge", json={"into": b["id"]}, headers=ADMIN).status_code == 200
+    assert client.post(f"/admin/principles/{b['id']}/merge", json={"into": a["id"]}, headers=ADMIN).status_code == 200
+    # c's evidence went to b, then to a; c now points at a, where it lives.
+    shown = client.get(f"/admin/principles/{a['id']}", headers=ADMIN).json()
+    assert shown["support"] == 3
+    assert client.get(f"/admin/principles/{c['id']}", headers=ADMIN).json()["merged_into"] == a["id"]
+    # A merged principle cannot be merged again (its evidence would count twice).
+    d = seed(client)
+    r = client.post(f"/admin/principles/{c['id']}/merge", json={"into": d["id"]}, headers=ADMIN)
+    assert r.status_code == 409
+    assert client.get(f"/admin/principles/{d['id']}", headers=ADMIN).json()["support"] == 1
+
+
+def test_same_scope():
+    from policies.scope import same_scope
+
+    assert same_scope("work emails", "Work email.") and same_scope("All requests.", "all requests")
+    assert not same_scope("all requests", "work emails") and not same_scope("work emails", "emails")

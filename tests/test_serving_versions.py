@@ -208,7 +208,7 @@ def test_worse_canary_is_rolled_back_automatically(client, loras):
     client.post(f"/admin/adapters/{v2}/canary", json={"share": 0.5}, headers=ADMIN)
     store = client.app.state.store
     now = time.time() + 1
-    with store.db.conn:
+    with store.db.atomic():
         for version, n, bad in ((v1, 40, 2), (v2, 40, 20)):
             for i in range(n):
                 cid = new_id("chatcmpl-")
