@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import time
 from typing import AsyncIterator
@@ -209,16 +211,17 @@ class ChatService:
                     parts.append(ev.text)
                     yield chunk({"content": ev.text})
                 elif isinstance(ev, Failed):
+                    done = True  # from here the record is finished by _finish, even if we are cancelled
                     await self._finish(record, None, ev.message, started, ttft, "".join(parts))
-                    done = True
                     err = {"error": {"message": ev.message, "type": "server_error", "param": None, "code": "generation_failed"}}
                     yield sse(err)
                     return
                 else:
                     fin = ev
-            # Stored before the client hears the end, so feedback sent right after finds it.
-            await self._finish(record, fin, None, started, ttft, fin.text)
+            # Stored before the client hears the end, so feedback sent right after finds it. The
+            # answer is complete: a client leaving during the write does not make it "aborted".
             done = True
+            await asyncio.shield(self._finish(record, fin, None, started, ttft, fin.text))
             yield chunk({}, fin.finish_reason)
             if include_usage:
                 yield sse(dict(base, choices=[], usage=self._usage(fin)))
@@ -230,9 +233,10 @@ class ChatService:
                 # Cancelled (client gone): no awaiting here, the task is being torn down.
                 self._release(record)
                 latency = time.time() - started
-                self.store.finish_completion(
-                    record["id"], response="".join(parts), finish_reason=None, status="aborted",
-                    prompt_tokens=len(job.prompt_ids), completion_tokens=None, latency_ms=latency * 1000,
-                    ttft_ms=ttft * 1000 if ttft is not None else None, error="client disconnected",
-                )
+                # Written from a worker thread: the event loop must not wait on the database.
+                asyncio.get_running_loop().run_in_executor(None, functools.partial(
+                    self.store.finish_completion, record["id"], response="".join(parts), finish_reason=None,
+                    status="aborted", prompt_tokens=len(job.prompt_ids), completion_tokens=None,
+                    latency_ms=latency * 1000, ttft_ms=ttft * 1000 if ttft is not None else None,
+                    error="client disconnected"))
                 self._observe(record, "aborted", None, latency, ttft)
