@@ -56,6 +56,7 @@ def test_operator_approves_and_edits_by_clicking(server, page, tmp_path):
 
     page.goto(server.url + "/review")
     page.fill("[data-testid=admin-key]", ADMIN)
+    page.fill("[data-testid=operator]", "ana")
     page.click("[data-testid=refresh]")
     card = page.locator(f"[data-testid=principle][data-id='{p['id']}']")
     card.wait_for()
@@ -84,7 +85,11 @@ def test_operator_approves_and_edits_by_clicking(server, page, tmp_path):
     assert shown["text"] == "Never use emojis in emails to colleagues"
     assert shown["domain"] == "emails to colleagues" and shown["mode"] == "both"
     actions = [(a["action"], a["actor"]) for a in shown["audit"]]
-    assert ("approve", "review-page") in actions and ("edit", "review-page") in actions
+    assert ("approve", "ana (review page)") in actions and ("edit", "ana (review page)") in actions
+    # Filtering on agreement: these principles were never voted on, so none is left.
+    page.fill("[data-testid=min-agreement]", "0.5")
+    page.click("[data-testid=refresh]")
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent === '0 principle(s)'")
     page.screenshot(path=str(tmp_path / "review.png"))
 
 
