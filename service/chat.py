@@ -98,6 +98,9 @@ class ChatService:
                 "messages", "context_length_exceeded",
             )
         explicit = conversation_header or (req.metadata or {}).get("conversation_id")
+        if explicit is not None and not (0 < len(explicit) <= 128):
+            raise APIError(400, "a conversation id is 1 to 128 characters", "metadata.conversation_id",
+                           "invalid_conversation_id")
         parent = await run_in_threadpool(self.store.find_parent, messages, explicit, req.user)
         conversation_id = explicit or (parent["conversation_id"] if parent else new_id("conv-"))
         # Canary assignment is sticky per user, else per conversation. The lease taken here

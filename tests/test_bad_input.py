@@ -55,6 +55,8 @@ CHAT_CASES = {
     "logit_bias": ({"messages": USER, "logit_bias": {"42": 5}}, 400, "logit_bias"),
     "function_call": ({"messages": USER, "functions": [{"name": "f"}], "function_call": "auto"}, 400, "functions"),
     "top_logprobs": ({"messages": USER, "top_logprobs": 3}, 400, "top_logprobs"),
+    "conversation id too long": ({"messages": USER, "metadata": {"conversation_id": "c" * 200}}, 400,
+                                 "metadata.conversation_id"),
 }
 
 
