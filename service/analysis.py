@@ -86,8 +86,6 @@ class Analyst:
 
     # -- natural feedback ------------------------------------------------------------------
     def detect_natural(self) -> int:
-        from policies.natural import detect_turn
-
         db = self.store.db
         rows = [self.store._decode(r) for r in db.query(
             f"SELECT * FROM completions WHERE analysed & {NATURAL_DONE} = 0 AND status != 'running' "
@@ -95,7 +93,7 @@ class Analyst:
         found = 0
         for row in rows:
             try:
-                record = self._natural_record(row, detect_turn)
+                record = self._natural_record(row)
             except Exception as exc:
                 # A request of an odd shape (two user turns in a row, a system turn last...) or a
                 # bug: recorded, and the row is not looked at again, so it cannot stall the rest.
@@ -109,8 +107,10 @@ class Analyst:
                 db.execute(f"UPDATE completions SET analysed = analysed | {NATURAL_DONE} WHERE id = ?", [row["id"]])
         return found
 
-    def _natural_record(self, row: dict, detect_turn) -> dict | None:
+    def _natural_record(self, row: dict) -> dict | None:
         """The natural-feedback record for a follow-up request, or None (no parent, no feedback)."""
+        from policies.natural import detect_turn
+
         if not row["parent_id"]:
             return None
         messages = row["messages"]
@@ -133,8 +133,6 @@ class Analyst:
 
     # -- follow-up likelihood ----------------------------------------------------------------
     def score_flr(self) -> int:
-        from adapters.flr import flr_scores
-
         rows = [self.store._decode(r) for r in self.store.db.query(
             f"SELECT id, messages, response, adapter_version FROM completions WHERE status = 'ok' "
             f"AND analysed & {FLR_DONE} = 0 ORDER BY created LIMIT ?", [self.batch * 4])]
@@ -148,12 +146,14 @@ class Analyst:
             except KeyError:
                 version = None  # unloaded since: the base model judges instead of failing
             try:
-                done += self._score_group(flr_scores, version, group)
+                done += self._score_group(version, group)
             finally:
                 self.engine.release(version)
         return done
 
-    def _score_group(self, flr_scores, version: str | None, group: list[dict]) -> int:
+    def _score_group(self, version: str | None, group: list[dict]) -> int:
+        from adapters.flr import flr_scores
+
         # Small chunks, each run on the engine thread only while it has no request to serve
         # (background calls), as the version that answered: a request arriving meanwhile
         # waits for one chunk at most.

@@ -537,15 +537,18 @@ class Engine:
         return batch
 
     def _drop_cancelled(self, batch: "_Batch") -> None:
-        keep = []
-        for b, row in enumerate(batch.rows):
-            if row.job.cancelled.is_set():
-                row.done = True
-                row.job.emit(Finished("cancelled", row.text, len(row.job.prompt_ids), len(row.ids)))
-            else:
-                keep.append(b)
+        keep = [b for b, row in enumerate(batch.rows) if not self._ended_if_cancelled(row)]
         if len(keep) < len(batch.rows):
             batch.select(keep)
+
+    @staticmethod
+    def _ended_if_cancelled(row: _Row) -> bool:
+        """Finish a row whose client has gone; True if it had."""
+        if not row.job.cancelled.is_set():
+            return False
+        row.done = True
+        row.job.emit(Finished("cancelled", row.text, len(row.job.prompt_ids), len(row.ids)))
+        return True
 
     def _decode_step(self, batch: "_Batch") -> None:
         """One token for every row of the batch."""
@@ -569,9 +572,7 @@ class Engine:
     def _step_row(self, row: _Row, logits: torch.Tensor) -> int:
         """Pick the next token of one row, emit its new text, and decide whether it is done."""
         job = row.job
-        if job.cancelled.is_set():
-            row.done = True
-            job.emit(Finished("cancelled", row.text, len(job.prompt_ids), len(row.ids)))
+        if self._ended_if_cancelled(row):
             return self.pad_id
         token = self._sample(logits, job, row.generator)
         if token in self.eos_ids:

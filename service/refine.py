@@ -212,8 +212,8 @@ def refine_job(settings: Settings, store: Store, queue: JobQueue, job: dict, pro
         stage(f"evaluate {p['id']}")
         data = datasets[p["id"]]
         # Held-out prompts where synthesis kept some back; otherwise the training prompts.
-        held_out = data.eval_prompts is not None and bool(data.eval_prompts.in_scope)
-        report = evaluate_adapter(model, tok, adapter_dir, p, data.eval_prompts if held_out else data.prompts,
+        has_eval = data.eval_prompts is not None and bool(data.eval_prompts.in_scope)
+        report = evaluate_adapter(model, tok, adapter_dir, p, data.eval_prompts if has_eval else data.prompts,
                                   judge=teacher, progress=progress)
         verdict = gate(report, thresholds)
         report.write(rdir, verdict)
