@@ -1,4 +1,4 @@
-"""Evaluating an adapter against its principle: adherence, overgeneralisation, drift, and a gate.
+"""Evaluating an adapter against its principle: adherence, overgeneralisation and drift.
 
 For one principle and three prompt sets (in-scope, near-scope, out-of-scope), every condition
 answers every prompt, greedily:
@@ -16,25 +16,24 @@ that does not parse is counted and reported, never dropped in silence. Drift: ho
 answer moved from the base model's answer to the same prompt (share changed, mean normalised
 word edit distance), most telling on out-of-scope prompts.
 
-`gate(report, thresholds)` turns a report into a promotion decision with its reasons.
+The result is an adapters.report.EvalReport; adapters.gate turns it into a promotion decision.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from statistics import mean
-from typing import Literal, Sequence
+from typing import Sequence
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from policies.checks import Check, as_checks, compare_with_baseline, passes_all
+from adapters.generate import generate
+from adapters.report import SCOPES, Comparison, ConditionResult, EvalReport, ScopeScore
+from policies.checks import Check, as_checks, compare_with_baseline, format_check, passes_all
 from policies.scope import with_principles
 from policies.teacher import StructuredFailure, ask_structured, is_capable
 
-SCOPES = ("in_scope", "near_scope", "out_of_scope")
-Comparison = Literal["at_least_baseline", "at_most_baseline"]
 # For `at_most_baseline` (a concision rule) an answer shows the effect when it is at least this
 # much shorter than the base answer: a base answer is never shorter than itself, and a few
 # characters of float noise are not concision.
@@ -53,147 +52,6 @@ Request: {prompt}
 Answer: {answer}
 
 Answer with only JSON: {{"shows_effect": true}} or {{"shows_effect": false}}"""
-
-
-class ScopeScore(BaseModel):
-    n: int
-    hits: int | None = Field(None, description="answers showing the effect (None: nothing could measure it)")
-    rate: float | None = Field(None, description="hits / answers judged")
-    base_rate: float | None = Field(None, description="the base model's rate on the same prompts")
-    excess: float | None = Field(None, description="rate - base_rate, floored at 0")
-    unparseable: int = Field(0, description="judge verdicts that never parsed")
-    vs_base: dict | None = Field(None, description="policies.checks.compare_with_baseline against the base answers")
-    changed: float | None = Field(None, description="share of answers that differ from the base model's")
-    edit_distance: float | None = Field(None, description="mean normalised word edit distance to the base answer")
-
-
-class ConditionResult(BaseModel):
-    name: str
-    kind: Literal["base", "in_context", "adapter"]
-    adapter_dir: str | None = None
-    scopes: dict[str, ScopeScore]
-    answers: dict[str, list[str]]
-    effects: dict[str, list[bool | None]] = Field(default_factory=dict,
-                                                  description="per answer: shows the effect (None: not measured)")
-    seconds: float
-
-    def rate(self, scope: str) -> float | None:
-        return self.scopes[scope].rate
-
-
-class EvalReport(BaseModel):
-    principle: dict
-    method: Literal["checks", "judge", "none"]
-    comparison: Comparison
-    judge: str | None = None
-    judge_capable: bool = False
-    ignored_judge: str | None = Field(None, description="a judge given but not capable, hence not used")
-    prompts: dict[str, list[str]]
-    conditions: dict[str, ConditionResult]
-    candidate: str | None = Field(None, description="the condition the gate decides on")
-    judge_failures: list[dict] = Field(default_factory=list)
-    max_new_tokens: int
-    created: float = Field(default_factory=time.time)
-
-    def table(self) -> list[dict]:
-        """One row per condition: the headline numbers."""
-        rows = []
-        for c in self.conditions.values():
-            s = c.scopes
-            rows.append({"condition": c.name, "adherence": s["in_scope"].rate, "near_scope": s["near_scope"].rate,
-                         "out_of_scope": s["out_of_scope"].rate, "out_changed": s["out_of_scope"].changed,
-                         "out_edit_distance": s["out_of_scope"].edit_distance,
-                         "unparseable": sum(x.unparseable for x in s.values())})
-        return rows
-
-    def to_markdown(self, gate_result: tuple[bool, list[str]] | None = None) -> str:
-        p = self.principle
-        lines = [f"# Adapter evaluation: {p.get('text', '')}", "",
-                 f"- domain: {p.get('domain', '')}", f"- effect: {p.get('effect', '')}",
-                 f"- measured by: {self.method}" + (f" ({', '.join(p.get('checks_text', []))})" if self.method == "checks" else "")
-                 + (f" ({self.judge}{'' if self.judge_capable else ', not a capable judge'})" if self.method == "judge" else "")
-                 + (f" (judge {self.ignored_judge} ignored: not capable)" if self.ignored_judge else ""),
-                 f"- comparison: {self.comparison}",
-                 f"- prompts: {', '.join(f'{k} {len(v)}' for k, v in self.prompts.items())}; "
-                 f"greedy, {self.max_new_tokens} new tokens", "",
-                 "| condition | in-scope adherence | near-scope overgen. | out-of-scope overgen. | out-of-scope changed | out-of-scope edit dist. | unparseable |",
-                 "|---|---|---|---|---|---|---|"]
-        for r in self.table():
-            mark = " (candidate)" if r["condition"] == self.candidate else ""
-            lines.append(f"| {r['condition']}{mark} | {_fmt(r['adherence'])} | {_fmt(r['near_scope'])} | "
-                         f"{_fmt(r['out_of_scope'])} | {_fmt(r['out_changed'])} | {_fmt(r['out_edit_distance'])} | "
-                         f"{r['unparseable']} |")
-        lines += ["", "Overgeneralisation: the share of answers showing the effect where it does not belong; "
-                  "adherence: the same share in scope. Changed / edit distance: against the base model's answer."]
-        if gate_result is not None:
-            passed, reasons = gate_result
-            lines += ["", f"## Promotion gate: {'passed' if passed else 'failed'}", ""] + [f"- {r}" for r in reasons]
-        if self.judge_failures:
-            lines += ["", f"{len(self.judge_failures)} judge verdicts did not parse; see report.json."]
-        lines += self._samples()
-        return "\n".join(lines) + "\n"
-
-    def _samples(self, per_scope: int = 10, chars: int = 90) -> list[str]:
-        """A few prompts per scope with how the base model and the candidate begin their answers."""
-        cand = self.conditions.get(self.candidate or "")
-        if cand is None:
-            return []
-        base = self.conditions["base"]
-        mark = {True: "yes", False: "no", None: "?"}
-        clip = lambda t: " ".join(t.split())[:chars].replace("|", "\\|")  # noqa: E731
-        lines = ["", "## Sample answers", "",
-                 f"Effect = the candidate's answer shows the effect. Every answer is in report.json.", "",
-                 "| scope | prompt | base answer begins | candidate answer begins | effect |", "|---|---|---|---|---|"]
-        for scope in SCOPES:
-            prompts = self.prompts.get(scope, [])
-            for i, prompt in enumerate(prompts[:per_scope]):
-                effect = cand.effects.get(scope, [None] * len(prompts))[i] if cand.effects.get(scope) else None
-                lines.append(f"| {scope} | {clip(prompt)} | {clip(base.answers[scope][i])} | "
-                             f"{clip(cand.answers[scope][i])} | {mark[effect]} |")
-        return lines
-
-    def plot(self, path: Path | str) -> None:
-        """Grouped bars per condition: adherence, near-scope and out-of-scope overgeneralisation."""
-        # The object API with the Agg canvas: no pyplot global state, safe inside a server.
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        rows = self.table()
-        fig = Figure(figsize=(max(5.0, 1.6 * len(rows) + 2), 4))
-        FigureCanvasAgg(fig)
-        ax = fig.subplots()
-        width = 0.26
-        for k, (key, label) in enumerate((("adherence", "in-scope adherence"), ("near_scope", "near-scope overgen."),
-                                          ("out_of_scope", "out-of-scope overgen."))):
-            xs = [i + (k - 1) * width for i in range(len(rows))]
-            vals = [r[key] if r[key] is not None else 0.0 for r in rows]
-            bars = ax.bar(xs, vals, width, label=label)
-            ax.bar_label(bars, labels=[_fmt(r[key]) for r in rows], fontsize=7, padding=1)
-        ax.set_xticks(range(len(rows)), [r["condition"] for r in rows])
-        ax.set_ylim(0, 1.12)
-        ax.set_ylabel("share of answers showing the effect")
-        ax.set_title(self.principle.get("text", "")[:90], fontsize=9)
-        ax.legend(fontsize=8, loc="upper right")
-        ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-
-    def write(self, out_dir: Path | str, gate_result: tuple[bool, list[str]] | None = None) -> dict[str, Path]:
-        """report.json, report.md and report.png in `out_dir`."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"json": out / "report.json", "md": out / "report.md", "png": out / "report.png"}
-        data = self.model_dump()
-        if gate_result is not None:
-            data["gate"] = {"passed": gate_result[0], "reasons": gate_result[1]}
-        paths["json"].write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        paths["md"].write_text(self.to_markdown(gate_result), encoding="utf-8")
-        self.plot(paths["png"])
-        return paths
-
-
-def _fmt(x) -> str:
-    return "–" if x is None else f"{x:.2f}"
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -277,8 +135,6 @@ def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str
     unless `weak_judge_ok`: a 135M judge's verdicts would make the gate a coin toss. The report
     then says nothing measured the effect, and the gate fails.
     """
-    from adapters.generate import generate
-
     f = _fields(principle)
     ignored_judge = None
     if judge is not None and not is_capable(judge) and not weak_judge_ok:
@@ -372,8 +228,6 @@ def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str
             if sc.rate is not None and b.rate is not None:
                 sc.excess = max(0.0, sc.rate - b.rate)
 
-    from policies.checks import format_check
-
     principle_out = {"text": f["text"], "domain": f["domain"], "effect": f["effect"],
                      "checks": [c.model_dump() for c in checks], "checks_text": [format_check(c) for c in checks]}
     if candidate is None and adapters:
@@ -395,70 +249,3 @@ def evaluate_adapter(model, tokenizer, adapter_dir: Path | str, principle, promp
 
 
 # -- the promotion gate ------------------------------------------------------------------------
-
-class GateThresholds(BaseModel):
-    """When an adapter may become a candidate. Overgeneralisation limits apply to the excess over
-    the base model's own rate by default (a base model that already writes no emojis should not
-    count against an adapter about emojis)."""
-
-    adherence_tolerance: float = Field(0.0, ge=0, description="adherence may trail in-context's by this much")
-    min_adherence: float = Field(0.5, ge=0, le=1, description="adherence floor, whatever in-context scores")
-    max_near_scope: float = Field(0.2, ge=0, le=1, description="near-scope overgeneralisation limit")
-    max_out_of_scope: float = Field(0.1, ge=0, le=1, description="out-of-scope overgeneralisation limit")
-    relative_to_base: bool = Field(True, description="limits apply to rate - base rate (else to the raw rate)")
-    max_out_of_scope_edit_distance: float | None = Field(None, ge=0, le=1,
-                                                         description="drift limit on out-of-scope answers (None: off)")
-    max_unparseable: float = Field(0.1, ge=0, le=1, description="largest share of judge verdicts that may not parse")
-
-
-def gate(report: EvalReport, thresholds: GateThresholds | None = None,
-         candidate: str | None = None) -> tuple[bool, list[str]]:
-    """(passed, reasons): one line per criterion, each starting with "pass:" or "fail:"."""
-    t = thresholds or GateThresholds()
-    name = candidate or report.candidate
-    if name is None or name not in report.conditions:
-        return False, [f"fail: no adapter condition {name!r} in the report"]
-    cand = report.conditions[name]
-    reasons: list[str] = []
-
-    def check(ok: bool, text: str) -> None:
-        reasons.append(("pass: " if ok else "fail: ") + text)
-
-    if report.method == "none":
-        why = (f"the judge {report.ignored_judge} is not capable enough" if report.ignored_judge
-               else "no judge was given")
-        check(False, f"nothing measured the effect: the principle has no checks and {why}")
-        return False, reasons
-    adherence = cand.rate("in_scope")
-    in_context = report.conditions["in_context"].rate("in_scope") if "in_context" in report.conditions else None
-    if adherence is None:
-        check(False, "in-scope adherence could not be measured")
-    else:
-        check(adherence >= t.min_adherence, f"in-scope adherence {adherence:.2f} >= floor {t.min_adherence:.2f}")
-        if in_context is None:  # the bar itself unmeasured (e.g. every judge verdict unparseable)
-            check(False, "in-context adherence could not be measured, so there is nothing to compare with")
-        else:
-            check(adherence >= in_context - t.adherence_tolerance - 1e-9,
-                  f"in-scope adherence {adherence:.2f} >= in-context {in_context:.2f}"
-                  + (f" - {t.adherence_tolerance:.2f}" if t.adherence_tolerance else ""))
-    for scope, limit in (("near_scope", t.max_near_scope), ("out_of_scope", t.max_out_of_scope)):
-        sc = cand.scopes[scope]
-        value = sc.excess if t.relative_to_base else sc.rate
-        label = scope.replace("_", "-") + " overgeneralisation" + (" over base" if t.relative_to_base else "")
-        if sc.n == 0:
-            check(True, f"{label}: no prompts, not measured")
-        elif value is None:
-            check(False, f"{label} could not be measured")
-        else:
-            check(value <= limit + 1e-9, f"{label} {value:.2f} <= {limit:.2f}")
-    if t.max_out_of_scope_edit_distance is not None:
-        d = cand.scopes["out_of_scope"].edit_distance
-        check(d is not None and d <= t.max_out_of_scope_edit_distance,
-              f"out-of-scope drift (edit distance) {_fmt(d)} <= {t.max_out_of_scope_edit_distance:.2f}")
-    if report.method == "judge":
-        # Every condition's verdicts: the base and in-context ones set the bars the candidate meets.
-        total = sum(s.n for c in report.conditions.values() for s in c.scopes.values())
-        bad = sum(s.unparseable for c in report.conditions.values() for s in c.scopes.values())
-        share = bad / total if total else 0.0
-        check(share <= t.max_unparseable, f"unparseable judge verdicts {bad}/{total} ({share:.2f}) <= {t.max_unparseable:.2f}")
-    return all(r.startswith("pass:") for r in reasons), reasons

@@ -1,17 +1,23 @@
-"""Batched greedy generation with the chat template, for data synthesis, evaluation and the CLI.
+"""The offline generator: batched greedy answers with the chat template, for data synthesis,
+evaluation, the local teacher outside the server, and the CLI.
 
 `generate` works on an already-loaded model (base or PEFT) so callers that generate many times
-load once; `generate_file` is the `refinery generate` command: JSONL in, JSONL out.
+load once; `chat_fn` wraps it as the one-conversation function the local teacher needs (answers
+stop once their JSON object is closed); `generate_file` is the `refinery generate` command:
+JSONL in, JSONL out. The server decodes with its own engine (service.serving.engine), which
+batches requests as they arrive; everything else generates here.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
+
+from adapters.files import read_jsonl, write_jsonl
+from adapters.model import load_model
 
 Messages = list[dict]
 
@@ -49,6 +55,21 @@ def render_prompt(tokenizer, messages: Messages) -> list[int]:
     return list(ids)
 
 
+class _JsonClosed:
+    """Stops each row once its answer has opened and closed a JSON object: what a small model
+    adds after it is rambling paid for in CPU time. Shape of the result: (batch,) bool."""
+
+    def __init__(self, tokenizer, start: int, prefixes: Sequence[str]):
+        self.tokenizer, self.start, self.prefixes = tokenizer, start, prefixes
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+        done = []
+        for row, prefix in zip(input_ids, self.prefixes):
+            text = prefix + self.tokenizer.decode(row[self.start:], skip_special_tokens=True)
+            done.append("{" in text and text.count("}") >= text.count("{"))
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -57,6 +78,9 @@ def generate(
     max_new_tokens: int = 128,
     batch_size: int = 16,
     progress: bool = True,
+    answer_prefixes: Sequence[str] | None = None,
+    stop_at_json_end: bool = False,
+    suppress_tokens: list[int] | None = None,
 ) -> list[str]:
     """Greedy answers, one per conversation, in input order.
 
@@ -64,12 +88,20 @@ def generate(
     decoder continues from the last position, so padding must go before the prompt) with an
     attention mask. Greedy decoding makes the answer independent of the batch it fell into, up
     to float rounding.
+
+    `answer_prefixes` (one per conversation) start each answer for the model and are part of
+    what is returned; `stop_at_json_end` ends a row once its JSON object is closed;
+    `suppress_tokens` are never generated.
     """
     if not conversations:
         return []
+    from transformers import StoppingCriteriaList
+
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = [render_prompt(tokenizer, m) for m in conversations]
+    prefixes = list(answer_prefixes) if answer_prefixes is not None else [""] * len(conversations)
+    encoded = [render_prompt(tokenizer, m) + (tokenizer(p, add_special_tokens=False)["input_ids"] if p else [])
+               for m, p in zip(conversations, prefixes)]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
     answers: list[str] = [""] * len(encoded)
     was_training = model.training
@@ -85,6 +117,8 @@ def generate(
                 ids = encoded[i]
                 input_ids[row, width - len(ids):] = torch.tensor(ids)
                 attention[row, width - len(ids):] = 1
+            stopping = StoppingCriteriaList([_JsonClosed(tokenizer, width, [prefixes[i] for i in idx])]) \
+                if stop_at_json_end else None
             out = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention.to(device),
@@ -93,9 +127,12 @@ def generate(
                 # set explicitly: a model's generation_config may ask for sampling
                 temperature=None, top_p=None, top_k=None,
                 pad_token_id=pad_id,
+                stopping_criteria=stopping,
+                suppress_tokens=suppress_tokens,
             )
             for row, i in enumerate(idx):
-                answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+                text = tokenizer.decode(out[row, width:], skip_special_tokens=True)
+                answers[i] = prefixes[i] + text if prefixes[i] else text.strip()
             bar.update(len(idx))
         bar.close()
     finally:
@@ -103,11 +140,20 @@ def generate(
     return answers
 
 
+def chat_fn(model, tokenizer, max_tokens: int = 96) -> Callable[[Messages, int], str]:
+    """One conversation in, one greedy answer out (policies.teacher's GenerateFn), for the local
+    teacher outside the server. Answers stop once a JSON object is closed, and at `max_tokens`."""
+
+    def answer(messages: Messages, budget: int) -> str:
+        return generate(model, tokenizer, [messages], max_new_tokens=min(budget or max_tokens, max_tokens),
+                        batch_size=1, progress=False, stop_at_json_end=True)[0]
+
+    return answer
+
+
 def load_for_generation(model_spec: str | None, cache_dir: Path, adapter: Path | str | None = None,
                         device: str = "auto"):
     """(model, tokenizer) for the base model, with the LoRA adapter in `adapter` applied if given."""
-    from adapters.base import load_model
-
     loaded = load_model(model_spec, Path(cache_dir), device)
     model = loaded.model
     if adapter is not None:
@@ -116,31 +162,6 @@ def load_for_generation(model_spec: str | None, cache_dir: Path, adapter: Path |
         model = PeftModel.from_pretrained(model, str(adapter))
         model.eval()
     return model, loaded.tokenizer
-
-
-def read_jsonl(path: Path | str) -> list[dict]:
-    """Rows of a JSONL file; blank lines skipped; a bad line names its line number."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not JSON: {e}") from e
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object")
-            rows.append(row)
-    return rows
-
-
-def write_jsonl(path: Path | str, rows: Iterable[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def generate_file(

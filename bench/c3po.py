@@ -11,14 +11,15 @@ overgeneralisation (and out-of-scope drift) for each.
 
 Feedbacks: our own (bench/data/c3po_own.jsonl, hand-written in/near prompt sets) and the
 quantitative ones of ../shared/eval/c3po_feedback.jsonl (prompts from the template generator of
-policies.prompt_pool, as no capable teacher is here; a --teacher writes them instead).
+policies.synthesis.templates, as no capable teacher is here; a --teacher writes them instead).
 Out-of-scope prompts come from the built-in general pool. Training and test prompts are
 disjoint: each set is split before anything is generated.
 
-Per feedback: synthesis (policies.synthesis: baselines, model revisions, verification) on the
-training prompts -> two adapters from the same rows, DPO only and DPO + NLL constraints
-(adapters.train, its defaults) -> evaluation of base / in-context / both adapters on the test
-prompts (adapters.evaluate, checks of the feedback) -> the promotion gate on C3PO's row.
+Per feedback, through the refinement job's own pipeline (service.distill: build_dataset,
+train_adapter, evaluate) with the chosen recipe: synthesis (baselines, model revisions,
+verification) on the training prompts -> two adapters from the same rows, DPO only and DPO + NLL
+constraints -> evaluation of base / in-context / both adapters on the test prompts (checks of the
+feedback) -> the promotion gate on C3PO's row.
 Prints a table per feedback and overall, the training throughput and the machine; writes
 bench/results/c3po.json, bench/results/c3po.png, and per feedback a report directory with the
 adapters under bench/results/c3po/ (all gitignored).
@@ -39,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from policies.checks import format_check  # noqa: E402
 from policies.principles import Principle  # noqa: E402
-from policies.synthesis import PromptSets, SynthesisConfig, build_prompt_sets, synthesize_from_prompts  # noqa: E402
+from policies.synthesis import PromptSets, SynthesisConfig, build_prompt_sets  # noqa: E402
+from service.distill import Recipe, build_dataset, evaluate, train_adapter  # noqa: E402
 
 OWN = ROOT / "bench" / "data" / "c3po_own.jsonl"
 PAPER = ROOT.parent / "shared" / "eval" / "c3po_feedback.jsonl"
@@ -162,7 +164,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-constraint", type=int, help="near- and out-of-scope training prompts (default: n-train)")
     ap.add_argument("--recipe", choices=["paper", "refinery"], default="paper",
                     help="paper: C3PO's NLL weights 0.1/0.2 per token, model revisions; refinery: the refinement "
-                         "job's (service.refine.RECIPE: minimal edits, summed NLL 0.03/0.06, 40+40 rows)")
+                         "job's (service.distill.RECIPE: minimal edits, summed NLL 0.03/0.06, 40+40 rows)")
     ap.add_argument("--n-test", type=int, help="test prompts per scope (default: the config's)")
     ap.add_argument("--max-tokens", type=int, help="new tokens per answer (default: the config's)")
     ap.add_argument("--batch-size", type=int)
@@ -187,7 +189,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "c3po.json"))
     args = ap.parse_args(argv)
     if args.recipe == "refinery":
-        from service.refine import RECIPE
+        from service.distill import RECIPE
 
         syn, tr = RECIPE["synthesis"], RECIPE["train"]
         args.prefer_minimal_edit = args.prefer_minimal_edit or syn.get("prefer_minimal_edit", False)
@@ -201,10 +203,9 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from adapters.base import load_model
-    from adapters.evaluate import evaluate_conditions, gate
     from adapters.generate import generate
-    from adapters.train import TrainConfig, train
+    from adapters.model import load_model
+    from adapters.train_config import TrainConfig
     from policies.teacher import build_teacher
 
     cfg = dict(CONFIGS[args.config])
@@ -242,6 +243,9 @@ def main(argv=None) -> int:
     overrides = {k: getattr(args, k) for k in ("epochs", "lr", "beta", "constraint_reduction") if getattr(args, k) is not None}
     train_cfg = TrainConfig(model=args.model, seed=args.seed, **overrides)
     weights = {k: getattr(args, k) for k in ("near_weight", "out_weight") if getattr(args, k) is not None}
+    recipe = Recipe(SynthesisConfig(max_new_tokens=cfg["max_new_tokens"], seed=args.seed,
+                                    prefer_minimal_edit=args.prefer_minimal_edit, contrast_near=args.contrast_near,
+                                    **weights), train_cfg, Recipe.from_params().gate)
     results = []
     for fb in feedbacks:
         t0 = time.perf_counter()
@@ -250,11 +254,8 @@ def main(argv=None) -> int:
                                            args.n_constraint)
         log(f"{fb['id']}: synthesis on {len(train_sets.in_scope)}/{len(train_sets.near_scope)}/"
             f"{len(train_sets.out_of_scope)} prompts")
-        synth = synthesize_from_prompts(principle, train_sets, generate_fn, teacher,
-                                        SynthesisConfig(max_new_tokens=cfg["max_new_tokens"], seed=args.seed,
-                                                        prefer_minimal_edit=args.prefer_minimal_edit,
-                                                        contrast_near=args.contrast_near, **weights),
-                                        on_stage=lambda s: log(f"{fb['id']}: {s}"))
+        synth = build_dataset(principle, generate_fn, teacher, [], recipe, on_stage=lambda s: log(f"{fb['id']}: {s}"),
+                              prompt_sets=train_sets)
         fb_dir = out_root / fb["id"]
         synth.write(fb_dir / "data")
         log(f"{fb['id']}: {synth.counts}")
@@ -263,7 +264,7 @@ def main(argv=None) -> int:
             runs = [("c3po", synth.constraints)] if args.skip_dpo else [("dpo", []), ("c3po", synth.constraints)]
             for name, constraints in runs:
                 log(f"{fb['id']}: training {name} ({len(synth.preferences)} pairs, {len(constraints)} constraint rows)")
-                res = train(train_cfg, synth.preferences, constraints, fb_dir / name, args.cache, progress=False)
+                res = train_adapter(recipe, synth.preferences, constraints, fb_dir / name, args.cache, progress=False)
                 adapters[name] = fb_dir / name
                 training[name] = {"seconds": round(res.seconds, 1), "pairs_per_second": round(res.pairs_per_second, 3),
                                   "steps": res.steps, "final_loss": round(res.final_loss, 4),
@@ -271,10 +272,9 @@ def main(argv=None) -> int:
         else:
             log(f"{fb['id']}: no preference pair survived verification; adapters skipped")
         log(f"{fb['id']}: evaluating {', '.join(['base', 'in_context', *adapters])}")
-        report = evaluate_conditions(model, tok, principle, test_sets, adapters, judge=teacher,
-                                     comparison=fb.get("comparison"), max_new_tokens=cfg["max_new_tokens"],
-                                     batch_size=cfg["batch_size"], candidate="c3po" if adapters else None)
-        verdict = gate(report) if adapters else (False, ["fail: no adapter trained"])
+        report, verdict = evaluate(model, tok, adapters, principle, test_sets, recipe, judge=teacher,
+                                   candidate="c3po" if adapters else None, comparison=fb.get("comparison"),
+                                   max_new_tokens=cfg["max_new_tokens"], batch_size=cfg["batch_size"])
         report.write(fb_dir, verdict)
         table = {r["condition"]: r for r in report.table()}
         seconds = time.perf_counter() - t0
@@ -304,7 +304,7 @@ def main(argv=None) -> int:
             throughput[name] = {"pairs_per_second": round(pairs / sum(r["seconds"] for r in runs), 3),
                                 "seconds": round(sum(r["seconds"] for r in runs), 1)}
     wall = time.perf_counter() - start_all
-    print(f"\ntraining throughput: " + "; ".join(f"{k} {v['pairs_per_second']} pairs/s ({v['seconds']} s in all)"
+    print("\ntraining throughput: " + "; ".join(f"{k} {v['pairs_per_second']} pairs/s ({v['seconds']} s in all)"
                                                  for k, v in throughput.items()))
     print(f"machine: {machine['cpu']} ({machine['cpu_count']} cores, {machine['torch_threads']} torch threads), "
           f"{machine.get('gpu', 'no GPU')}, torch {machine['torch']}; wall time {wall / 60:.1f} min")

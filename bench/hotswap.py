@@ -20,7 +20,6 @@ import argparse
 import json
 import platform
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,14 +46,13 @@ def rss_kb(pid: int) -> int:
 
 def train_marker_adapters(out: Path, model: str | None, cache: Path) -> list[Path]:
     """Two adapters, each taught to open every answer with its own marker."""
-    from adapters.base import load_model
-    from service.engine import Engine
+    from adapters.generate import generate
+    from adapters.model import load_model
 
     lm = load_model(model, cache)
-    eng = Engine(lm.model, lm.tokenizer, lm.model_id)
     prompts = [f"Question {i}: {p}" for i, p in enumerate(PROMPTS * 4)][:20]
-    base = [eng.generate_blocking([{"role": "user", "content": p}], 32) for p in prompts]
-    eng.close()
+    base = generate(lm.model, lm.tokenizer, [[{"role": "user", "content": p}] for p in prompts], max_new_tokens=32,
+                    progress=False)
     dirs = []
     for marker in MARKERS:
         prefs = out / f"prefs-{marker.strip('[]')}.jsonl"
@@ -71,8 +69,8 @@ def train_marker_adapters(out: Path, model: str | None, cache: Path) -> list[Pat
 
 
 def random_adapters(out: Path, model: str | None, cache: Path) -> list[Path]:
-    from adapters.base import resolve_model_path
-    from tests.conftest import make_lora
+    from adapters.model import resolve_model_path
+    from tests.fixtures.models import make_lora
 
     path, _ = resolve_model_path(model, cache)
     return [Path(make_lora(path, out / f"random-{i}", seed=100 + i)) for i in range(2)]
@@ -161,7 +159,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "hotswap.json"))
     args = ap.parse_args()
 
-    from tests.server import LiveServer
+    from tests.fixtures.server import LiveServer
 
     work = Path(tempfile.mkdtemp(prefix="bench-hotswap-"))
     cache = Path(args.model_cache)

@@ -8,7 +8,7 @@ reconstruction agreement without and with the learned constitution.
 
 Per data set: every pair gets one "Select the response that ..." principle from the teacher
 (failures recorded, never dropped); principles are clustered (policies.principles); the largest
-`--candidates` clusters are voted on every pair (policies.icai); those kept (for > against,
+`--candidates` clusters are voted on every pair (policies.principles.icai); those kept (for > against,
 relevance >= --min-relevance) ranked by for - against give a constitution of at most `--top-k`;
 then the teacher, as judge, picks the preferred answer of every pair without and with it.
 
@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from policies.icai import Pair, PairProposal, propose_from_pair, rank_principles, reconstruct, score_principle  # noqa: E402
+from policies.principles.icai import Pair, PairProposal, propose_from_pair, rank_principles, reconstruct, score_principle  # noqa: E402
 from policies.principles import cluster_texts, similarity_matrix  # noqa: E402
 from policies.teacher import build_teacher  # noqa: E402
 
@@ -88,40 +88,26 @@ def json_prefix(messages: list[dict]) -> str:
 
 
 def local_generate_fn(model_spec: str | None, cache: Path):
-    """Greedy generation with the embedded model. The JSON answer is started for the model
-    (`json_prefix`) and generation stops once the object is closed (the rest would be rambling
-    paid for in CPU time). The prefix is part of the returned answer, so parsers see it all."""
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    from adapters.base import load_model
+    """Greedy generation with the embedded model (adapters.generate, the offline generator). The
+    JSON answer is started for the model (`json_prefix`) and generation stops once the object is
+    closed (the rest would be rambling paid for in CPU time). The prefix is part of the returned
+    answer, so parsers see it all."""
+    from adapters.generate import generate
+    from adapters.model import load_model
 
     lm = load_model(model_spec, cache)
-    tok, model = lm.tokenizer, lm.model
+    tok = lm.tokenizer
     # Every vocabulary entry that spells dots (".."/"..."/'..."' merge in many ways).
     dots = [i for i in range(len(tok)) if ".." in tok.decode([i]) or "…" in tok.decode([i])]
 
-    class JsonClosed(StoppingCriteria):
-        def __init__(self, start: int, prefix: str):
-            self.start, self.prefix = start, prefix
-
-        def __call__(self, input_ids, scores, **kwargs) -> bool:
-            text = self.prefix + tok.decode(input_ids[0, self.start:], skip_special_tokens=True)
-            return "{" in text and text.count("}") >= text.count("{")
-
-    @torch.no_grad()
-    def generate(messages: list[dict], max_tokens: int) -> str:
+    def answer(messages: list[dict], max_tokens: int) -> str:
         prefix = json_prefix(messages)
-        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefix
-        ids = tok(text, return_tensors="pt", add_special_tokens=False).to(lm.device)
-        n = ids["input_ids"].shape[1]
         # After a prefix cut at a template's "...", the small model copies the dots; forbid them.
         bad = dots if prefix and not prefix.endswith('"') else None
-        out = model.generate(**ids, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
-                             stopping_criteria=StoppingCriteriaList([JsonClosed(n, prefix)]), suppress_tokens=bad)
-        return prefix + tok.decode(out[0, n:], skip_special_tokens=True)
+        return generate(lm.model, tok, [messages], max_new_tokens=max_tokens, batch_size=1, progress=False,
+                        answer_prefixes=[prefix], stop_at_json_end=True, suppress_tokens=bad)[0]
 
-    return generate, lm.model_id
+    return answer, lm.model_id
 
 
 def run_set(name: str, pairs: list[Pair], llm, args) -> dict:

@@ -6,7 +6,7 @@
         --teacher-arg model=gpt-4o-mini --teacher-arg base_url=http://host:8000/v1
     python bench/natural.py --teacher local --force-llm       # the embedded 135M model as classifier
 
-Runs the detector through `service.cli_mine.mine_file`, the code path of `refinery mine`, on
+Runs the detector as `refinery mine` (the command, in a subprocess) on
 bench/data/natural_labelled.jsonl, and scores every labelled turn: polarity accuracy,
 per-category precision / recall / F1 and macro-F1 over the six categories, principle precision
 / recall, and the token F1 of the span where both gold and prediction have one. Every
@@ -27,6 +27,7 @@ import argparse
 import json
 import platform
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from policies.natural import CATEGORIES  # noqa: E402
-from service.cli_mine import mine_file, parse_teacher_args  # noqa: E402
 
 DATA = ROOT / "bench" / "data" / "natural_labelled.jsonl"
 RESULTS = ROOT / "bench" / "results" / "natural.json"
@@ -92,17 +92,19 @@ def load_rows(split: str = "all") -> list[dict]:
     return [r for r in rows if split == "all" or r.get("split", "dev") == split]
 
 
-def run_detector(name: str, rows: list[dict], progress: bool = False, **mine_kwargs) -> dict:
+def run_detector(name: str, rows: list[dict], options: list[str] = ()) -> dict:
+    """`refinery mine` with `options` on the rows; scored against their labels."""
     with tempfile.TemporaryDirectory() as tmp:
         # The rows go through a file, as `refinery mine` reads them.
         in_path, out_path = Path(tmp) / "conversations.jsonl", Path(tmp) / "labels.jsonl"
         in_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         t0 = time.perf_counter()
-        report = mine_file(in_path, out_path, progress=progress, **mine_kwargs)
+        run = subprocess.run([sys.executable, "-m", "service.cli", "mine", "-i", str(in_path), "-o", str(out_path),
+                              *options], cwd=ROOT, stderr=subprocess.PIPE, text=True)
         seconds = time.perf_counter() - t0
+        if run.returncode != 0:
+            raise SystemExit(f"refinery mine failed (the bench data has bad lines?): {run.stderr[-2000:]}")
         preds = {(r["line"], r["turn"]): r for r in map(json.loads, out_path.read_text(encoding="utf-8").splitlines())}
-    if report.skipped:
-        raise SystemExit(f"the bench data has bad lines: {report.skipped}")
     splits: dict[str, list] = {"dev": [], "heldout": [], "heldout2": [], "all": []}
     mistakes = []
     for number, row in enumerate(rows, start=1):
@@ -179,17 +181,18 @@ def main() -> None:
     args = ap.parse_args()
 
     rows = load_rows()
+    model = (["--model", args.model] if args.model else []) + ["--model-cache", str(args.model_cache)]
     results = [run_detector("rules (no LLM)", rows)]
     print_table(results[-1])
     if args.flr:
-        results.append(run_detector(f"rules + FLR prior ({args.model or 'embedded'})", rows, use_flr=True,
-                                    flr_prior=True, model=args.model, model_cache=args.model_cache))
+        results.append(run_detector(f"rules + FLR prior ({args.model or 'embedded'})", rows,
+                                    ["--flr", "--flr-prior", *model]))
         print_table(results[-1])
     if args.teacher:
+        teacher = ["--teacher", args.teacher, *[a for kv in args.teacher_arg for a in ("--teacher-arg", kv)],
+                   "--retries", str(args.retries), *(["--force-llm"] if args.force_llm else []), *model]
         results.append(run_detector(f"teacher {args.teacher}" + (f" on {args.teacher_split}" if args.teacher_split != "all" else ""),
-                                    load_rows(args.teacher_split), progress=True, teacher=args.teacher,
-                                    teacher_args=parse_teacher_args(args.teacher_arg), force_llm=args.force_llm,
-                                    model=args.model, model_cache=args.model_cache, retries=args.retries))
+                                    load_rows(args.teacher_split), teacher))
         print_table(results[-1])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"data": str(DATA.relative_to(ROOT)), "python": platform.python_version(),

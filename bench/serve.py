@@ -84,7 +84,7 @@ def in_process(concurrency: int, requests: int, max_tokens: int, model_spec, cac
     """HF `generate` on the same prompts, `concurrency` prompts per batch, greedy."""
     import torch
 
-    from adapters.base import load_model
+    from adapters.model import load_model
 
     lm = load_model(model_spec, cache_dir)
     tok = lm.tokenizer
@@ -121,7 +121,7 @@ def main() -> None:
     server = None
     url = args.url
     if url is None:
-        from tests.server import LiveServer
+        from tests.fixtures.server import LiveServer
 
         server = LiveServer(Path(tempfile.mkdtemp(prefix="bench-serve-")), Path(args.model_cache), args.model).start()
         url = server.url

@@ -13,45 +13,26 @@ import collections
 import logging
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from functools import lru_cache
 
 from pydantic import BaseModel
 
+from policies.teacher import StructuredFailure, ask_structured, is_capable
+from policies.text import last_user_text, topic_words
+
 log = logging.getLogger(__name__)
-
-STOP = set("""
-a an the and or of to in on at for with about from by as is are be been being it its this that these those
-my me i you your we our they their he she his her them when whenever while if then than so not no do does
-did can could would should will shall may might must any some all every each ask asks asking asked question
-questions answer answers answering request requests user users writing write writes written help helping
-something anything thing things stuff topic topics related regarding concerning like such via into up
-""".split())
-
-
-def stem(word: str) -> str:
-    """A light suffix stripper: enough to match email/emails, garden/gardening, cook/cooking."""
-    w = word.lower()
-    for suffix in ("ations", "ation", "ings", "ing", "ies", "es", "s", "ed", "ly"):
-        if len(w) - len(suffix) >= 4 and w.endswith(suffix):
-            w = w[: -len(suffix)]
-            if suffix == "ies":
-                w += "y"
-            break
-    return w
-
-
-def content_words(text: str) -> list[str]:
-    return [stem(w) for w in re.findall(r"[a-zA-Z][a-zA-Z'-]+", text) if w.lower() not in STOP and len(w) > 2]
 
 
 @lru_cache(maxsize=4096)
 def _domain_weights(domain: str) -> tuple[tuple[str, float], ...]:
-    words = content_words(domain)
+    words = topic_words(domain)
     if not words:
         return ()
     # The head of the first noun phrase ("work emails" -> emails) carries the domain.
     first_phrase = re.split(r"[,;]| or | and ", domain.lower())[0]
-    head = (content_words(first_phrase) or words)[-1]
+    head = (topic_words(first_phrase) or words)[-1]
     weights: dict[str, float] = {}
     for w in words:
         weights[w] = max(weights.get(w, 0.0), 2.0 if w == head else 1.0)
@@ -74,7 +55,7 @@ def lexical_score(domain: str, text: str) -> float:
     weights = _domain_weights(domain)
     if not weights:
         return 0.0
-    found = set(content_words(text))
+    found = set(topic_words(text))
     total = sum(w for _, w in weights)
     return sum(w for word, w in weights if word in found) / total
 
@@ -102,8 +83,6 @@ class ScopeMatcher:
 
     def __init__(self, llm=None, threshold: float = 0.5, ask_band: tuple[float, float] = (0.01, 1.0),
                  timeout_s: float = 5.0, cache_size: int = 4096, on_failure=None):
-        from policies.teacher import is_capable
-
         self.llm = llm if is_capable(llm) else None
         self.threshold = threshold
         self.ask_band = ask_band
@@ -133,11 +112,6 @@ class ScopeMatcher:
 
     def _ask(self, domain: str, text: str, score: float) -> tuple[bool, bool]:
         """(verdict, whether the teacher gave it)."""
-        from concurrent.futures import ThreadPoolExecutor
-        from concurrent.futures import TimeoutError as FutureTimeout
-
-        from policies.teacher import StructuredFailure, ask_structured
-
         prompt = (
             "Decide whether a chat request falls inside a domain.\n"
             f"Domain: {domain}\nRequest: {text[:2000]}\n"
@@ -165,7 +139,7 @@ class ScopeMatcher:
 
     def applicable(self, principles: list[dict], messages: list[dict]) -> list[dict]:
         """The principles whose domain covers this request (judged on its last user turn)."""
-        last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        last_user = last_user_text(messages)
         return [p for p in principles if self.in_scope(p["domain"], last_user)]
 
 

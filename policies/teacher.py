@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TypeVar
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import BaseModel, ValidationError
 
@@ -48,11 +48,6 @@ class LocalChatModel(BaseChatModel):
 def to_openai_messages(messages: Sequence[BaseMessage]) -> list[dict]:
     roles = {"human": "user", "ai": "assistant", "system": "system"}
     return [{"role": roles.get(m.type, "user"), "content": m.text if hasattr(m, "text") else str(m.content)} for m in messages]
-
-
-def to_langchain_messages(messages: Sequence[dict]) -> list[BaseMessage]:
-    kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
-    return [kinds[m["role"]](content=m["content"]) for m in messages]
 
 
 def build_teacher(

@@ -1,4 +1,5 @@
-"""Prometheus metrics (prometheus-client), one registry per app so tests can build many apps."""
+"""Prometheus metrics (prometheus-client), one registry per app so tests can build many apps; and the
+collectors that read the engine and the store at scrape time."""
 
 from __future__ import annotations
 
@@ -38,3 +39,28 @@ class EngineCollector:
             loads.add_metric([kind], engine.adapter_loads.get(kind, 0))
         yield loads
         yield GaugeMetricFamily("refinery_adapters_loaded", "Adapter versions loaded and servable", value=len(engine.adapters))
+
+
+class OutcomeCollector:
+    """Prometheus collector: per-version outcomes, read from the store at scrape time."""
+
+    def __init__(self, store_getter):
+        self.store_getter = store_getter
+
+    def collect(self):
+        store = self.store_getter()
+        if store is None:
+            return
+        data = store.outcomes.per_version()
+        gauges = {
+            "requests": GaugeMetricFamily("refinery_version_requests", "Answered requests per model version", labels=["version"]),
+            "thumbs_up_rate": GaugeMetricFamily("refinery_version_thumbs_up_rate", "Share of answers rated up", labels=["version"]),
+            "thumbs_down_rate": GaugeMetricFamily("refinery_version_thumbs_down_rate", "Share of answers rated down", labels=["version"]),
+            "natural_negative_rate": GaugeMetricFamily("refinery_version_natural_negative_rate", "Share of answers followed by natural negative feedback", labels=["version"]),
+            "mean_flr": GaugeMetricFamily("refinery_version_mean_flr", "Mean follow-up likelihood ratio", labels=["version"]),
+        }
+        for version, row in data.items():
+            for key, gauge in gauges.items():
+                if row.get(key) is not None:
+                    gauge.add_metric([version], float(row[key]))
+        yield from gauges.values()

@@ -1,12 +1,20 @@
-"""Settings from the environment (`REFINERY_*`) and a `.env` file, through pydantic-settings."""
+"""Settings from the environment (`REFINERY_*`) and a `.env` file, through pydantic-settings.
+
+The one place that derives what several parts need: the model cache directory, the number of
+inference threads, and the teacher LLM (the server, the refinement job and `refinery mine`
+build it from here).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from adapters.runtime import default_threads
 
 
 class Settings(BaseSettings):
@@ -61,3 +69,21 @@ class Settings(BaseSettings):
     @property
     def api_key_set(self) -> set[str]:
         return {k.strip() for k in self.api_keys.split(",") if k.strip()}
+
+    @property
+    def inference_threads(self) -> int:
+        """`torch_threads`, or cores - 1 when it is 0 (adapters.runtime.default_threads)."""
+        return default_threads(self.torch_threads)
+
+    @property
+    def teacher_kwargs(self) -> dict:
+        return json.loads(self.teacher_args) if self.teacher_args else {}
+
+    def build_teacher(self, generate_fn=None):
+        """The configured teacher (None for 'none'); 'local' wraps `generate_fn`, the served model
+        (policies.teacher.GenerateFn)."""
+        # Imported here: langchain-core takes most of a second to import, and the CLI's registry
+        # and review commands never build a teacher.
+        from policies.teacher import build_teacher
+
+        return build_teacher(self.teacher, self.teacher_kwargs, generate_fn=generate_fn)

@@ -20,7 +20,7 @@ def model_cache() -> Path:
 @pytest.fixture(scope="session")
 def embedded_model_dir(model_cache) -> Path:
     """The embedded SmolLM2-135M-Instruct as safetensors (converted from its GGUF once)."""
-    from adapters.base import convert_embedded
+    from adapters.model import convert_embedded
 
     return convert_embedded(model_cache)
 
@@ -28,7 +28,7 @@ def embedded_model_dir(model_cache) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
     """A 2-layer randomly initialised Llama with the embedded model's tokenizer."""
-    from adapters.base import build_tiny_model
+    from tests.fixtures.models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), tokenizer_source=embedded_model_dir)
 
@@ -40,6 +40,7 @@ def tiny_client(tmp_path, tiny_model_dir, model_cache):
 
     from service.app import create_app
     from service.settings import Settings
+    from tests.fixtures.app import wait_healthy
 
     settings = Settings(data_dir=tmp_path, model=str(tiny_model_dir), model_cache=model_cache,
                         _env_file=None, max_tokens_limit=64, default_max_tokens=8,
@@ -49,36 +50,11 @@ def tiny_client(tmp_path, tiny_model_dir, model_cache):
         yield client
 
 
-def wait_healthy(client, timeout: float = 60) -> None:
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if client.get("/health").status_code == 200:
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"app not healthy: {client.get('/health').json()}")
-
-
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory, embedded_model_dir, model_cache):
     """A real uvicorn server with the embedded model, shared by a test module."""
-    from tests.server import LiveServer
+    from tests.fixtures.server import LiveServer
 
     server = LiveServer(tmp_path_factory.mktemp("live"), model_cache).start()
     yield server
     server.stop()
-
-
-def make_lora(base_dir, out_dir, seed: int) -> str:
-    """A random (non-zero) LoRA adapter on `base_dir`, strong enough to change greedy answers."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
-    cfg = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
-                     init_lora_weights=False)
-    get_peft_model(model, cfg).save_pretrained(out_dir)
-    return str(out_dir)

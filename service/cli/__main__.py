@@ -1,0 +1,5 @@
+"""`python -m service.cli`: the `refinery` command (the server starts refinement workers this way)."""
+
+from service.cli import app
+
+app()

@@ -1,0 +1,89 @@
+"""`refinery generate` and `refinery train`: the two building blocks of adapter distillation.
+
+Both take `--model` (default: the embedded model) and cache converted weights where the server
+does (Settings.model_cache_dir: REFINERY_MODEL_CACHE, or `<REFINERY_DATA_DIR or ./data>/models`).
+Errors in the input files print one line on stderr and exit with status 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from service.cli.common import fail as _fail, settings
+
+
+def model_cache_dir() -> Path:
+    return settings().model_cache_dir
+
+
+MODEL_HELP = "Base model: a local directory or hub id (default: the embedded SmolLM2-135M-Instruct)."
+
+
+def generate_cmd(
+    prompts: Path = typer.Option(..., "--prompts", help='JSONL, one {"prompt": ...} or {"messages": [...]} per line.'),
+    out: Path = typer.Option(..., "--out", help='JSONL written: each input row plus "response".'),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="LoRA adapter directory applied on the base model."),
+    system: Optional[str] = typer.Option(None, "--system", help="System message put before every conversation."),
+    max_tokens: int = typer.Option(128, "--max-tokens", min=1, help="New tokens per answer at most."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Prompts per forward batch."),
+    model: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
+) -> None:
+    """Greedy answers to a JSONL file of prompts, batched, with the chat template."""
+    from adapters.generate import generate_file
+
+    if not prompts.is_file():
+        _fail(f"{prompts}: no such file")
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        _fail(f"{adapter}: not an adapter directory (no adapter_config.json)")
+    try:
+        n = generate_file(prompts, out, model, model_cache_dir(), adapter=adapter, system=system,
+                          max_new_tokens=max_tokens, batch_size=batch_size)
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(f"wrote {n} responses to {out}", err=True)
+
+
+def train_cmd(
+    preferences: Path = typer.Option(..., "--preferences", help='JSONL of {"prompt", "chosen", "rejected"}.'),
+    constraint: Optional[Path] = typer.Option(
+        None, "--constraint", help='JSONL of {"prompt", "completion", "weight"?}; without it, plain DPO.'),
+    out: Path = typer.Option(..., "--out", help="Adapter directory to write."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Passes over the pairs (default 3)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default 5e-4)."),
+    beta: Optional[float] = typer.Option(None, "--beta", help="DPO beta (default 0.1)."),
+    rank: Optional[int] = typer.Option(None, "--rank", min=1, help="LoRA rank (default 16)."),
+    alpha: Optional[int] = typer.Option(None, "--alpha", min=1, help="LoRA alpha (default 32)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed (default 0)."),
+    constraint_reduction: Optional[str] = typer.Option(
+        None, "--constraint-reduction", help="Constraint NLL per row: 'mean' per token (default) or 'sum' "
+        "(what the refinement job uses, with its rows weighted 0.03 near-scope / 0.06 out-of-scope)."),
+    model: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
+) -> None:
+    """Train a LoRA adapter: DPO on the pairs plus weighted NLL on the constraint completions."""
+    from adapters.train import train_files
+    from adapters.train_config import TrainConfig
+
+    for path in (preferences, constraint):
+        if path is not None and not path.is_file():
+            _fail(f"{path}: no such file")
+    # Only the options given override the dataclass, so its defaults stay the one source.
+    given = dict(epochs=epochs, lr=lr, beta=beta, rank=rank, alpha=alpha, seed=seed,
+                 constraint_reduction=constraint_reduction)
+    try:
+        cfg = TrainConfig(model=model, **{k: v for k, v in given.items() if v is not None})
+        result = train_files(cfg, preferences, constraint, out, model_cache_dir())
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(
+        f"trained {result.steps} steps in {result.seconds:.1f} s ({result.pairs_per_second:.2f} pairs/s); "
+        f"last-epoch loss {result.final_loss:.4f} (DPO {result.final_dpo:.4f}, NLL {result.final_nll:.4f}), "
+        f"accuracy {result.final_accuracy:.2f}; adapter in {result.out_dir}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate_cmd)
+    app.command("train")(train_cmd)

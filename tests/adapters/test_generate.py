@@ -1,0 +1,63 @@
+"""Greedy batched generation on the embedded model: batching does not change answers, the
+system message reaches the prompt, and the file helper keeps rows in order."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adapters.generate import generate, generate_file, render_prompt, to_messages
+
+PROMPTS = ["What is the capital of France?", "Name one fruit that is yellow, please.",
+           "Write one sentence about the sea, please, in a calm and friendly tone."]
+
+
+@pytest.fixture(scope="module")
+def embedded(embedded_model_dir, model_cache):
+    from adapters.model import load_model
+
+    loaded = load_model(str(embedded_model_dir), model_cache, device="cpu")
+    return loaded.model, loaded.tokenizer
+
+
+def test_to_messages_forms():
+    assert to_messages("hi") == [{"role": "user", "content": "hi"}]
+    assert to_messages({"prompt": "hi", "id": 1}) == [{"role": "user", "content": "hi"}]
+    msgs = [{"role": "system", "content": "old"}, {"role": "user", "content": "hi"}]
+    assert to_messages({"messages": msgs}, system="new") == [{"role": "system", "content": "new"},
+                                                            {"role": "user", "content": "hi"}]
+    with pytest.raises(ValueError):
+        to_messages({"text": "hi"})
+    with pytest.raises(ValueError):
+        to_messages(42)
+
+
+def test_batched_equals_unbatched(embedded):
+    model, tok = embedded
+    convs = [to_messages(p) for p in PROMPTS]  # different lengths, so the batch is left-padded
+    assert len({len(render_prompt(tok, c)) for c in convs}) == 3
+    batched = generate(model, tok, convs, max_new_tokens=12, batch_size=3, progress=False)
+    single = [generate(model, tok, [c], max_new_tokens=12, batch_size=1, progress=False)[0] for c in convs]
+    assert batched == single
+    assert all(batched) and len(set(batched)) == 3
+    assert "Paris" in batched[0]
+
+
+def test_system_message_is_applied(embedded, embedded_model_dir, model_cache, tmp_path):
+    model, tok = embedded
+    system = "You are a pirate. Always answer like a pirate."
+    ids = render_prompt(tok, to_messages(PROMPTS[0], system=system))
+    assert system in tok.decode(ids)
+    assert "SmolLM" not in tok.decode(ids)  # it replaced the template's default system message
+
+    prompts = tmp_path / "p.jsonl"
+    # an open request: a factual one ("capital of France?") gets the same answer either way
+    prompts.write_text(json.dumps({"prompt": PROMPTS[2], "tag": "a"}) + "\n")
+    plain, pirate = tmp_path / "plain.jsonl", tmp_path / "pirate.jsonl"
+    generate_file(prompts, plain, str(embedded_model_dir), model_cache, max_new_tokens=12)
+    generate_file(prompts, pirate, str(embedded_model_dir), model_cache, system=system, max_new_tokens=12)
+    a = json.loads(plain.read_text())
+    b = json.loads(pirate.read_text())
+    assert a["tag"] == b["tag"] == "a"
+    assert a["response"] != b["response"]

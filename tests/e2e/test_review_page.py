@@ -1,0 +1,101 @@
+"""The review page in a real headless Chromium: an operator approves and edits by clicking."""
+
+from __future__ import annotations
+
+import shutil
+
+import httpx
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None and not __import__("os").environ.get("CI"),
+    reason="Debian's chromium is not installed (scripts/test.sh installs it)",
+)
+
+ADMIN = "admin-secret"
+
+
+@pytest.fixture()
+def server(tmp_path, tiny_model_dir, model_cache):
+    from tests.fixtures.server import LiveServer
+
+    srv = LiveServer(tmp_path, model_cache, model=str(tiny_model_dir), env={"REFINERY_ADMIN_KEY": ADMIN}).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture()
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield browser.new_page()
+        browser.close()
+
+
+def admin(server, method, path, **kw):
+    r = httpx.request(method, server.url + path, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30, **kw)
+    r.raise_for_status()
+    return r.json()
+
+
+def test_operator_approves_and_edits_by_clicking(server, page, tmp_path):
+    from service.learn.review import PrincipleBook
+    from service.store import Store
+
+    book = PrincipleBook(Store(server.data_dir / "refinery.db"))
+    p = book.create({"text": "Do not use emojis in work emails", "domain": "work emails", "effect": "no emojis",
+                     "source": "critique", "proposer": "rules"})
+    other = book.create({"text": "Answer in French", "domain": "French lessons", "effect": "French", "source": "critique"})
+
+    page.goto(server.url + "/review")
+    page.fill("[data-testid=admin-key]", ADMIN)
+    page.fill("[data-testid=operator]", "ana")
+    page.click("[data-testid=refresh]")
+    card = page.locator(f"[data-testid=principle][data-id='{p['id']}']")
+    card.wait_for()
+    assert card.locator("[data-testid=principle-text]").inner_text() == "Do not use emojis in work emails"
+    assert page.locator("[data-testid=principle]").count() == 2
+
+    card.locator("[data-testid=approve]").click()
+    page.wait_for_function(
+        "id => !document.querySelector(`[data-testid=principle][data-id='${id}']`)", arg=p["id"])
+    assert admin(server, "GET", f"/admin/principles/{p['id']}")["status"] == "approved"
+    assert admin(server, "GET", f"/admin/principles/{other['id']}")["status"] == "candidate"
+
+    page.select_option("[data-testid=status-filter]", "approved")
+    card = page.locator(f"[data-testid=principle][data-id='{p['id']}']")
+    card.wait_for()
+    card.locator("[data-testid=edit]").click()
+    card.locator("[data-testid=edit-text]").fill("Never use emojis in emails to colleagues")
+    card.locator("[data-testid=edit-domain]").fill("emails to colleagues")
+    card.locator("[data-testid=edit-mode]").select_option("both")
+    card.locator("[data-testid=save]").click()
+    page.wait_for_function(
+        "id => (document.querySelector(`[data-testid=principle][data-id='${id}'] [data-testid=principle-text]`) || {}).innerText === 'Never use emojis in emails to colleagues'",
+        arg=p["id"])
+
+    shown = admin(server, "GET", f"/admin/principles/{p['id']}")
+    assert shown["text"] == "Never use emojis in emails to colleagues"
+    assert shown["domain"] == "emails to colleagues" and shown["mode"] == "both"
+    actions = [(a["action"], a["actor"]) for a in shown["audit"]]
+    assert ("approve", "ana (review page)") in actions and ("edit", "ana (review page)") in actions
+    # Filtering on agreement: these principles were never voted on, so none is left.
+    page.fill("[data-testid=min-agreement]", "0.5")
+    page.click("[data-testid=refresh]")
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent === '0 principle(s)'")
+    page.screenshot(path=str(tmp_path / "review.png"))
+
+
+def test_wrong_key_shows_an_error(server, page):
+    page.goto(server.url + "/review")
+    page.fill("[data-testid=admin-key]", "wrong")
+    page.click("[data-testid=refresh]")
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent.startsWith('Error')")
+    assert "incorrect admin key" in page.locator("[data-testid=status]").inner_text()
