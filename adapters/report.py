@@ -51,6 +51,8 @@ class EvalReport(BaseModel):
     judge_capable: bool = False
     ignored_judge: str | None = Field(None, description="a judge given but not capable, hence not used")
     prompts: dict[str, list[str]]
+    prompt_source: str | None = Field(None, description="where the prompts came from, and whether that is "
+                                      "independent of the training prompts")
     conditions: dict[str, ConditionResult]
     candidate: str | None = Field(None, description="the condition the gate decides on")
     judge_failures: list[dict] = Field(default_factory=list)
@@ -77,7 +79,8 @@ class EvalReport(BaseModel):
                  + (f" (judge {self.ignored_judge} ignored: not capable)" if self.ignored_judge else ""),
                  f"- comparison: {self.comparison}",
                  f"- prompts: {', '.join(f'{k} {len(v)}' for k, v in self.prompts.items())}; "
-                 f"greedy, {self.max_new_tokens} new tokens", "",
+                 f"greedy, {self.max_new_tokens} new tokens"
+                 + (f"; from {self.prompt_source}" if self.prompt_source else ""), "",
                  "| condition | in-scope adherence | near-scope overgen. | out-of-scope overgen. | out-of-scope changed | out-of-scope edit dist. | unparseable |",
                  "|---|---|---|---|---|---|---|"]
         for r in self.table():

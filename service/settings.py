@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     canary_alpha: float = Field(0.05, description="Significance level of the canary's two-proportion test.")
     canary_auto_promote_s: float = Field(0.0, description="Promote a canary that stayed clean this long (0 = never automatically).")
 
+    encoder: str | None = Field(None, description="Sentence encoder: a local sentence-transformers directory; unset = the embedded all-MiniLM-L6-v2.")
+    scope_matcher: Literal["encoder", "lexical"] = Field("encoder", description="Which requests an in-context principle covers: its scope model on the sentence encoder, or word overlap with its domain.")
+    natural_detector: Literal["encoder", "rules"] = Field("encoder", description="Natural feedback without a capable teacher: the classifier on encoder features (refitted with operators' labels), or the phrase rules alone.")
     teacher: str = Field("local", description="Teacher LLM: 'local' (the served model; rules decide where it is too weak), 'none', or a LangChain chat model class such as 'langchain_openai.ChatOpenAI'.")
     teacher_args: str = Field("", description='JSON keyword arguments for the teacher class, e.g. {"model": "gpt-4o-mini", "base_url": "http://..."}.')
     background_analysis: bool = Field(True, description="Analyse new exchanges and feedback in a background thread (POST /admin/analyse runs a pass on demand either way).")

@@ -10,6 +10,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 # Converted embedded weights are reused across runs (and across tests in one run).
 MODEL_CACHE = Path(os.environ.get("REFINERY_TEST_MODEL_CACHE", REPO / ".cache" / "models"))
+# Commands and servers the tests start find the converted models (the chat model, the sentence
+# encoder and its fitted classifier) there instead of converting them again under a temp dir.
+os.environ.setdefault("REFINERY_MODEL_CACHE", str(MODEL_CACHE))
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +47,8 @@ def tiny_client(tmp_path, tiny_model_dir, model_cache):
 
     settings = Settings(data_dir=tmp_path, model=str(tiny_model_dir), model_cache=model_cache,
                         _env_file=None, max_tokens_limit=64, default_max_tokens=8,
-                        background_analysis=False)  # so a test sees only what its requests changed
+                        background_analysis=False,  # so a test sees only what its requests changed
+                        scope_matcher="lexical")  # deterministic; the encoder's scope has tests of its own
     with TestClient(create_app(settings)) as client:
         wait_healthy(client)
         yield client

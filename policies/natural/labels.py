@@ -49,7 +49,7 @@ class NaturalFeedback(BaseModel):
     polarity: Polarity
     span: str | None = Field(None, description="verbatim substring of the user turn; None when category is none")
     principle: bool = Field(False, description="the turn states a standing rule for future answers")
-    source: Literal["rules", "llm"] = "rules"
+    source: Literal["rules", "encoder", "llm"] = "rules"
     confidence: float = Field(0.5, ge=0.0, le=1.0)
     cues: list[str] = Field(default_factory=list, description="names of the rule cues that fired")
     similarity: float | None = Field(None, description="similarity of the turn to the previous user turn")

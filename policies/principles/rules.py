@@ -42,6 +42,20 @@ _COND_LAST = re.compile(r"^(?P<rest>.+?)\s+(?:when(?:ever)?|every time|each time
                         re.I | re.S)
 _IN_DOMAIN = re.compile(r"^(?P<rest>.+?)\s+(?:in|for|on)\s+(?P<det>my|our|any|all|the|your)?\s*(?P<dom>[^,]{3,80})$",
                         re.I | re.S)
+# "Keep answers about recipes under 100 words": the answers' subject is the domain.
+_ABOUT_DOMAIN = re.compile(r"^(?P<pre>.*?\b(?:answers?|responses?|replies|explanations?))\s+(?:about|on|regarding|to questions about|for questions about)\s+"
+                           r"(?P<dom>[^,]{3,60}?)(?P<post>(?:\s+(?:under|below|in|with|to|shorter|at most|without|no more|fewer|short|brief)\b.*)?)$",
+                           re.I | re.S)
+# "For my LinkedIn posts never use hashtags", "in stories for my kids, no scary parts".
+_FOR_DOMAIN = re.compile(r"^(?:for|in|with|on)\s+(?:all\s+|any\s+|every\s+)?(?:(?P<det>my|our|the|your)\s+)?(?P<dom>[\w' -]{3,60}?)\s*,?\s+"
+                         r"(?P<rest>(?:please\s+)?(?:always|never|don't|do not|dont|no|use|keep|avoid|include|start|begin|end|"
+                         r"write|make|give|add|skip|put|format|be|stick|sign|stop)\b.+)$", re.I | re.S)
+_MAX_WORDS = re.compile(r"\b(?:under|below|at most|no more than|fewer than|less than|max(?:imum)?(?: of)?|within)\s+(\d{1,4})\s+words?\b", re.I)
+_DISCOURSE = re.compile(r"^(?:example|instance|the record|reference|context|clarity|now|once|the most part|what it'?s worth|sure|real)$", re.I)
+_SENTENCES = re.compile(r"(?<=[.!?])\s+")
+# Words that make a rule stated without a domain mean every request.
+_SAYS_GLOBAL = re.compile(r"\b(?:always|never|any(?:thing| answer| response)?|all (?:answers|responses|replies|chats|requests|"
+                          r"conversations)|every(?:thing| answer| response| time)?|in general|whatever|no matter)\b", re.I)
 _QUOTED = re.compile(r"[\"“](.+?)[\"”]|(?<!\w)['‘](.+?)['’](?!\w)", re.S)
 _NEG = re.compile(r"^(?:do not|don't|dont|never|no|stop|avoid|without)\b", re.I)
 # "Finish emails to my boss with 'X'": the object between the verb and "with" is the domain.
@@ -130,7 +144,10 @@ def checks_for(effect: str) -> list[str]:
         out.append('contains_none_strings ["#"]')
     if neg and re.search(r"exclamation (?:mark|point)", low):
         out.append('contains_none_strings ["!"]')
-    if not neg and re.search(r"\b(?:concise|shorter|brief|briefer|short|less verbose|fewer words|to the point)\b", low):
+    words = _MAX_WORDS.search(low)
+    if words and not neg:
+        out.append(f"max_words {int(words.group(1))}")
+    elif not neg and re.search(r"\b(?:concise|shorter|brief|briefer|short|less verbose|fewer words|to the point)\b", low):
         out.append("length")
     lang = re.search(r"\b(?:in|into)\s+(" + "|".join(LANGUAGE_NAMES) + r")\b", low)
     if lang and not neg and re.search(r"\b(?:answer|respond|reply|write|speak|talk)\w*\b", low):
@@ -156,7 +173,15 @@ def parse_rule(statement: str) -> tuple[str, str, str] | None:
     s = _WANT.sub("", s)
     if len(s) < 4:
         return None
+    m = _FOR_DOMAIN.match(s)
+    if m and not _GLOBALISH.match(m.group("dom").strip()):
+        dom, effect = m.group("dom").strip(), m.group("rest").strip()
+        det = (m.group("det") or "").lower()
+        scope = f"{det} {dom}" if det in ("my", "our") else dom
+        return _user(f"For {scope}, {_imperative(effect)[:1].lower()}{_imperative(effect)[1:]}"), scope, _effect(effect)
     m = _COND_FIRST.match(s)
+    if m and _DISCOURSE.match(m.group("cond").strip()):
+        m = None  # "For example, ...", "For the record, ...": no condition
     if m:
         cond, effect = m.group("cond").strip(), _WANT.sub("", m.group("rest").strip())
         domain = _domain_from_condition(cond)
@@ -168,6 +193,11 @@ def parse_rule(statement: str) -> tuple[str, str, str] | None:
     general = _GENERAL.search(s) or _OBJECT_DOMAIN.match(s)
     if not (had_temporal or (_RULE_START.match(s) and general)):
         return None
+    m = _ABOUT_DOMAIN.match(s)
+    if m and not _GLOBALISH.match(m.group("dom").strip()):
+        dom = m.group("dom").strip()
+        effect = (m.group("pre") + m.group("post")).strip()
+        return _user(s), dom, _effect(effect)
     m = _COND_LAST.match(s)
     if m:
         effect, cond = m.group("rest").strip(), m.group("cond").strip()
@@ -220,9 +250,23 @@ def _from_correction(fb: FeedbackInput) -> Principle:
                      effect="follow the user's corrected answer", confidence=0.2, **base)
 
 
+def states_global(text: str) -> bool:
+    """Does a rule stated without a domain say it means every request ("never use emojis",
+    "always answer in French")? Otherwise it is taken to mean requests like the one it came from."""
+    return bool(_SAYS_GLOBAL.search(text))
+
+
+def parse_feedback(text: str) -> tuple[str, str, str] | None:
+    """The rule a feedback states: the whole text, or one of its sentences ("Too long. Keep
+    answers about recipes under 100 words."), a rule with a stated domain first."""
+    parts = [text] + [p for p in _SENTENCES.split(text.strip()) if p.strip() and p.strip() != text.strip()]
+    rules = [r for r in (parse_rule(p) for p in parts) if r is not None]
+    return next((r for r in rules if r[1] != GLOBAL_DOMAIN), rules[0] if rules else None)
+
+
 def propose_by_rules(fb: FeedbackInput) -> Principle | None:
     """The rule reader behind `propose_principle` when no capable teacher is configured."""
-    rule = parse_rule(fb.text) if fb.kind != "correction" else None
+    rule = parse_feedback(fb.text) if fb.kind != "correction" else None
     if rule is not None:
         text, domain, effect = rule
         return Principle(text=text, domain=domain, effect=effect, source=_source(fb.text, fb.kind, fb.positive),

@@ -152,3 +152,25 @@ def cluster_principles(principles: Sequence[Principle], threshold: float = 0.45)
         out.append(PrincipleCluster(principle=merged, members=idx, support=len(evidence) or len(idx),
                                     cohesion=round(cohesion, 4)))
     return sorted(out, key=lambda c: (-c.support, c.members[0]))
+
+
+# Cosines of the sentence encoder above which two principles say the same thing, and two
+# domains name the same scope (measured: "Do not use emojis in work emails" / "Avoid emoji when
+# writing emails for work" 0.93, / "Do not use hashtags" 0.55; "my LinkedIn posts" / "LinkedIn
+# posts" 0.88, "emails to my boss" / "emails to my landlord" 0.66).
+SAME_TEXT = 0.8
+SAME_SCOPE = 0.85
+
+
+def nearest_by_meaning(text: str, candidates: Sequence[str], encoder, threshold: float = SAME_TEXT) -> tuple[int, float] | None:
+    """The candidate closest in meaning to `text` (encoder cosine) when at least `threshold`."""
+    if not candidates:
+        return None
+    v = encoder.embed_one(text)
+    sims = encoder.embed(list(candidates)) @ v
+    best = int(np.argmax(sims))
+    return (best, float(sims[best])) if sims[best] >= threshold else None
+
+
+def same_scope_by_meaning(a: str, b: str, encoder, threshold: float = SAME_SCOPE) -> bool:
+    return float(encoder.embed_one(a) @ encoder.embed_one(b)) >= threshold

@@ -88,13 +88,17 @@ def _teacher_prompts(f: dict, teacher: BaseChatModel, n_in: int, n_near: int, cf
 
 
 def build_prompt_sets(principle, teacher: BaseChatModel | None = None, logged_prompts: Sequence[str] = (),
-                      config: SynthesisConfig | None = None, scope_fn: ScopeFn | None = None) -> PromptSets:
+                      config: SynthesisConfig | None = None, scope_fn: ScopeFn | None = None,
+                      corpus: PromptSets | None = None) -> PromptSets:
     """In-scope, near-scope and out-of-scope prompts for one principle.
 
     `logged_prompts` are user prompts from the service's traffic; `scope_fn(domain, prompt)` splits
     them (default policies.scope.lexical_score: >= in_scope_threshold is in, < out_of_scope_threshold
     is out, the band between is left out). A lexical scorer misses in-domain prompts that do not
-    name the domain; pass a ScopeMatcher's `in_scope` for a teacher-backed split.
+    name the domain; pass the scope model's probability (policies.scope_model.ScopeModels.score).
+    `corpus`: realistic requests of the domain, of its neighbours and of everything else, from the
+    built-in corpus (policies.corpus); they come after logged traffic and the teacher, before the
+    templates and the small general pool.
     """
     cfg = config or SynthesisConfig()
     scope_fn = scope_fn or lexical_score
@@ -127,7 +131,13 @@ def build_prompt_sets(principle, teacher: BaseChatModel | None = None, logged_pr
     near = _dedupe(gen_near, taken)[: cfg.n_near_scope]
     sources["near_scope"][generator] = len(near)
 
-    # The templates fill whatever the teacher did not (none configured, or it failed).
+    # The corpus's real requests next, then the templates fill whatever is still missing.
+    if corpus is not None:
+        c_in = _dedupe(corpus.in_scope, taken)[: cfg.n_in_scope - len(in_scope)]
+        c_near = _dedupe(corpus.near_scope, taken)[: cfg.n_near_scope - len(near)]
+        in_scope += c_in
+        near += c_near
+        sources["in_scope"]["corpus"], sources["near_scope"]["corpus"] = len(c_in), len(c_near)
     if len(in_scope) < cfg.n_in_scope or len(near) < cfg.n_near_scope:
         t_in, t_near = template_prompts(f["domain"], 2 * cfg.n_in_scope, 2 * cfg.n_near_scope, seed=cfg.seed)
         more_in = _dedupe(t_in, taken)[: cfg.n_in_scope - len(in_scope)]
@@ -147,6 +157,10 @@ def build_prompt_sets(principle, teacher: BaseChatModel | None = None, logged_pr
 
     out = _dedupe(logged_out, taken)[: cfg.n_out_of_scope]
     sources["out_of_scope"]["logged"] = len(out)
+    if corpus is not None and len(out) < cfg.n_out_of_scope:
+        c_out = _dedupe(corpus.out_of_scope, taken)[: cfg.n_out_of_scope - len(out)]
+        out += c_out
+        sources["out_of_scope"]["corpus"] = len(c_out)
     if len(out) < cfg.n_out_of_scope:
         # A pool topic that overlaps the domain goes as a whole: "How long do I boil an egg?"
         # never says "cooking", but its topic does.

@@ -76,7 +76,7 @@ class PromptSets(BaseModel):
     near_scope: list[str]
     out_of_scope: list[str]
     categories: list[str] = Field(default_factory=list)
-    generator: Literal["teacher", "templates"] = "templates"
+    generator: Literal["teacher", "templates", "corpus"] = "templates"
     sources: dict[str, dict[str, int]] = Field(default_factory=dict, description="set -> origin -> count")
     failures: list[SynthesisFailure] = Field(default_factory=list)
 

@@ -117,16 +117,24 @@ def split_for_eval(sets: PromptSets, n_eval: int) -> tuple[PromptSets, PromptSet
 
 def synthesize(principle, generate_fn: GenerateBatchFn, teacher: BaseChatModel | None = None,
                logged_prompts: Sequence[str] = (), config: SynthesisConfig | None = None,
-               scope_fn: ScopeFn | None = None, on_stage: Callable[[str], None] | None = None) -> SynthesisResult:
-    """Prompt sets (with `n_eval` per scope held out for evaluation), then baselines, verified
-    revisions and training rows, for one principle."""
+               scope_fn: ScopeFn | None = None, on_stage: Callable[[str], None] | None = None,
+               corpus: PromptSets | None = None, eval_prompts: PromptSets | None = None) -> SynthesisResult:
+    """Prompt sets, then baselines, verified revisions and training rows, for one principle.
+
+    The evaluation's prompts are `eval_prompts` when given (from a source independent of the
+    training prompts: policies.corpus' evaluation corpus); otherwise `n_eval` per scope are held
+    out of the prompt sets, which then come from the same generator as the training prompts."""
     cfg = config or SynthesisConfig()
     if on_stage:
         on_stage("prompts")
-    wide = cfg.model_copy(update={"n_in_scope": cfg.n_in_scope + cfg.n_eval,
-                                  "n_near_scope": cfg.n_near_scope + cfg.n_eval,
-                                  "n_out_of_scope": cfg.n_out_of_scope + cfg.n_eval})
-    sets = build_prompt_sets(principle, teacher, logged_prompts, wide, scope_fn)
-    train_sets, eval_sets = split_for_eval(sets, cfg.n_eval)
+    if eval_prompts is not None:
+        train_sets = build_prompt_sets(principle, teacher, logged_prompts, cfg, scope_fn, corpus)
+        eval_sets = eval_prompts
+    else:
+        wide = cfg.model_copy(update={"n_in_scope": cfg.n_in_scope + cfg.n_eval,
+                                      "n_near_scope": cfg.n_near_scope + cfg.n_eval,
+                                      "n_out_of_scope": cfg.n_out_of_scope + cfg.n_eval})
+        sets = build_prompt_sets(principle, teacher, logged_prompts, wide, scope_fn, corpus)
+        train_sets, eval_sets = split_for_eval(sets, cfg.n_eval)
     result = synthesize_from_prompts(principle, train_sets, generate_fn, teacher, cfg, on_stage)
     return result.model_copy(update={"eval_prompts": eval_sets})

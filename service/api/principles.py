@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import book, require_admin
 from service.api.errors import responses
-from service.api.protocol import Approve, Merge, PrincipleEdit, Reject
+from service.api.protocol import Approve, Merge, PrincipleCreate, PrincipleEdit, Reject
 from service.errors import APIError
 from service.learn.review import PrincipleBook, ReviewError
 
@@ -33,6 +34,22 @@ async def list_principles(
     b: PrincipleBook = Depends(book), _: str = Depends(require_admin),
 ):
     return {"object": "list", "data": await call(b.list, status, min_support, min_agreement, limit)}
+
+
+@router.post("/principles", status_code=201)
+async def write_principle(body: PrincipleCreate, b: PrincipleBook = Depends(book), actor: str = Depends(require_admin)):
+    """A principle the operator writes; it is a candidate until approved."""
+    return JSONResponse(await call(b.write_new, body.model_dump(), actor), status_code=201)
+
+
+@router.get("/scope-preview", responses=responses(503))
+async def scope_preview(request: Request, domain: str = Query(min_length=1, max_length=500),
+                        limit: int = Query(20, ge=1, le=200), _: str = Depends(require_admin)):
+    """The latest logged requests a principle of `domain` would apply to, and the closest it would not."""
+    scope = getattr(request.app.state, "scope", None)
+    if scope is None:
+        raise APIError(503, "the model is still loading", None, "model_loading")
+    return await run_in_threadpool(scope.preview, domain, limit)
 
 
 @router.get("/principles/{principle_id}", responses=responses(404))

@@ -156,6 +156,17 @@ class FeedbackRequest(BaseModel):
 
 # -- operator routes ---------------------------------------------------------------------------
 
+class PrincipleCreate(BaseModel):
+    """A principle an operator writes; it starts as a candidate, like a proposed one."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=3, max_length=500, description="The rule, a short imperative.")
+    domain: str = Field(min_length=1, max_length=500, description='Where it applies; "all requests" for everywhere.')
+    effect: str | None = Field(None, min_length=1, max_length=500, description="What changes in the answer (default: the text).")
+    checks: list[str] = Field(default_factory=list, max_length=20, description='Programmatic checks, e.g. starts_with "Note:".')
+    mode: Mode = "prompt"
+
+
 class PrincipleEdit(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str | None = Field(None, min_length=1, max_length=500)
@@ -202,3 +213,14 @@ class CanaryShare(BaseModel):
 class Reason(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str | None = Field(None, max_length=1000)
+
+
+class NaturalLabel(BaseModel):
+    """An operator's label of a follow-up turn (what its user turn says about our answer)."""
+
+    model_config = ConfigDict(extra="forbid")
+    category: Literal["repeat_rephrase", "aware_with_correction", "aware_without_correction", "clarification",
+                      "positive", "none"]
+    polarity: Literal["negative", "positive", "neutral"] | None = Field(
+        None, description="Default: the category's (clarification: neutral; negative when it doubts the answer).")
+    principle: bool = Field(False, description="The turn states a standing rule for future answers.")

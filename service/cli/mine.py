@@ -58,15 +58,29 @@ def mine(
     force_llm: bool = typer.Option(False, "--force-llm", help="Use the teacher even when it is the small local model."),
     retries: int = typer.Option(1, "--retries", min=0, help="Re-asks when the teacher's answer does not parse."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Answers per FLR batch."),
+    detector: str = typer.Option("encoder", "--detector",
+                                 help="Without a capable teacher: 'encoder' (the classifier on sentence-encoder features, "
+                                      "fitted on the shipped corpus plus operators' labels in --data-dir) or 'rules'."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory whose operators' labels the "
+                                            "classifier learns from (default REFINERY_DATA_DIR or ./data)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                           help="Torch CPU threads when a model is loaded (default: cores - 1, at most 8)."),
 ) -> None:
     """Find natural feedback (corrections, complaints, thanks, rules) in logged conversations. Exit status 1 when some input lines were skipped (each reported on stderr); the other lines are still written."""
     from service.learn.mine import mine_file  # loads torch: only when mining
+    from service.learn.natural import Classifiers
+    from service.store import Store
 
+    if detector not in ("encoder", "rules"):
+        raise typer.BadParameter("'encoder' or 'rules'", param_hint="--detector")
+    settings = Settings(**({"data_dir": data_dir} if data_dir else {}), natural_detector=detector,
+                        **({"model_cache": model_cache} if model_cache else {}))
+    store = Store(settings.db_path) if settings.db_path.exists() else None
+    capable_teacher = teacher not in (None, "none", "local")
+    classifier = None if capable_teacher else Classifiers(settings, store).current()
     report = mine_file(input, output, teacher=teacher, teacher_args=parse_teacher_args(teacher_arg),
-                       use_flr=flr, flr_prior=flr_prior, model=model, model_cache=model_cache or Settings().model_cache_dir, force_llm=force_llm,
-                       retries=retries, batch_size=batch_size, threads=threads)
+                       use_flr=flr, flr_prior=flr_prior, model=model, model_cache=settings.model_cache_dir, force_llm=force_llm,
+                       retries=retries, batch_size=batch_size, threads=threads, classifier=classifier)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.categories.items()))
     typer.echo(f"{report.turns} turns from {report.conversations} conversations written to {output}"
                + (f" ({counts})" if counts else ""), err=True)

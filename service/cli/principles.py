@@ -1,4 +1,4 @@
-"""`refinery principles list|show|approve|reject|edit|merge`: the review queue from a terminal.
+"""`refinery principles list|show|add|approve|reject|edit|merge`: the review queue from a terminal.
 
 Every action goes through service.learn.review.PrincipleBook, as the API's and the page's do.
 """
@@ -58,6 +58,21 @@ def show(principle_id: str, data_dir: Optional[Path] = DataDir):
     book = _book(data_dir)
     p = _run(book.get, principle_id)
     _echo({**p, "evidence_detail": book.evidence(p), "audit": book.audit(principle_id)})
+
+
+@principles.command()
+def add(
+    text: str = typer.Option(..., help="The rule, a short imperative."),
+    domain: str = typer.Option(..., help='Where it applies ("all requests" for everywhere).'),
+    effect: Optional[str] = typer.Option(None, help="What it changes (default: the text)."),
+    check: Optional[List[str]] = typer.Option(None, "--check", help='A programmatic check, e.g. starts_with "Note:" (repeat).'),
+    mode: str = typer.Option("prompt", help="prompt, adapter or both."),
+    actor: str = Actor,
+    data_dir: Optional[Path] = DataDir,
+):
+    """Write a principle yourself; it starts as a candidate."""
+    _echo(_run(_book(data_dir).write_new, {"text": text, "domain": domain, "effect": effect, "checks": check or [],
+                                           "mode": mode}, actor))
 
 
 @principles.command()

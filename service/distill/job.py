@@ -23,9 +23,13 @@ from adapters.files import write_atomic
 from adapters.generate import generate
 from adapters.model import load_model
 from adapters.registry import Registry
+from policies.corpus import EVALUATION, load_corpus
+from policies.encoder import load_encoder
+from policies.scope_model import ScopeModels
 from policies.synthesis import SynthesisResult
 from policies.text import last_user_text
-from service.distill.pipeline import build_dataset, evaluate, report_table, train_adapter, training_rows
+from service.distill.pipeline import (build_dataset, corpus_prompts, evaluate, report_table, train_adapter,
+                                     training_rows)
 from service.distill.recipe import Recipe
 from service.learn.review import PrincipleBook
 from service.rollout.lifecycle import Lifecycle
@@ -35,10 +39,14 @@ from service.store import Store
 log = logging.getLogger(__name__)
 
 
+# Bumped when data sets are made another way (2: prompts from the built-in corpora by scope model).
+DATASET_FORMAT = 2
+
+
 def principle_key(p: dict, synthesis: dict | None = None) -> str:
-    """Changes when an operator edits what the principle says, or the synthesis settings change,
-    so its data set is made again."""
-    canon = json.dumps([p["text"], p["domain"], p["effect"], sorted(p["checks"] or []), synthesis or {}],
+    """Changes when an operator edits what the principle says, the synthesis settings change, or
+    data sets are made another way, so its data set is made again."""
+    canon = json.dumps([DATASET_FORMAT, p["text"], p["domain"], p["effect"], sorted(p["checks"] or []), synthesis or {}],
                        ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
@@ -105,6 +113,11 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
 
     teacher = settings.build_teacher(generate_fn=lambda msgs, n: generate_fn([msgs], n)[0])
     logged = logged_prompts(store)
+    # Scope by meaning: the principles' scope models split logged traffic and pick the corpus's
+    # real requests for training; the evaluation corpus (written apart from it) grades the adapter.
+    encoder = load_encoder(settings.encoder, settings.model_cache_dir)
+    models = ScopeModels(encoder, load_corpus(encoder))
+    evaluation = load_corpus(encoder, EVALUATION)
 
     # 1. One data set per principle, kept across jobs while the principle says the same thing.
     datasets: dict[str, SynthesisResult] = {}
@@ -121,8 +134,13 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
         # model: the new adapter is trained from the base, and the serving version's answers
         # already follow the rule, so they would leave no pair to learn from.
         gen = generate_fn if active is None or p["id"] in new_ids else base_generate_fn
+        positives = tuple(sorted({e["prompt"] for e in book.evidence(p) if e.get("prompt")}))
+        train_corpus, eval_sets = corpus_prompts(p, models, evaluation, positives, recipe.synthesis.n_eval,
+                                                 recipe.synthesis.seed)
         result = build_dataset(p, gen, teacher, logged, recipe,
-                               on_stage=lambda s, pid=p["id"]: stage(f"synthesis {pid}: {s}"))
+                               on_stage=lambda s, pid=p["id"]: stage(f"synthesis {pid}: {s}"),
+                               corpus=train_corpus, eval_prompts=eval_sets,
+                               scope_fn=lambda d, q, pos=positives: models.score(d, q, pos))
         result.write(ddir)
         store.jobs.record_dataset(result.content_hash, p["id"], job["id"], result.counts, str(ddir))
         datasets[p["id"]] = result
@@ -158,10 +176,15 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
                 log.warning("report %s is unreadable; evaluating again", rdir)
         stage(f"evaluate {p['id']}")
         data = datasets[p["id"]]
-        # Held-out prompts where synthesis kept some back; otherwise the training prompts.
+        # The evaluation corpus's requests (another source than the training prompts); the
+        # training prompts only if there are none, and the report says so.
         has_eval = data.eval_prompts is not None and bool(data.eval_prompts.in_scope)
+        source = (("the evaluation corpus, written independently of the training prompts"
+                   if data.eval_prompts.generator == "corpus" else
+                   f"held-out prompts of the training generator ({data.eval_prompts.generator})")
+                  if has_eval else "the training prompts themselves (nothing else was available)")
         report, verdict = evaluate(model, tok, {"adapter": adapter_dir}, p, data.eval_prompts if has_eval else data.prompts,
-                                   recipe, judge=teacher, candidate="adapter", progress=progress)
+                                   recipe, judge=teacher, candidate="adapter", progress=progress, prompt_source=source)
         report.write(rdir, verdict)
         reports[p["id"]] = json.loads((rdir / "report.json").read_text())
         passed_all &= verdict[0]

@@ -8,26 +8,68 @@ Everything here takes the recipe (service.distill.recipe.Recipe) it runs with.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
 
 from adapters.evaluate import evaluate_conditions
 from adapters.gate import gate
 from adapters.report import EvalReport
 from adapters.train import TrainResult, train
+from policies.corpus import Corpus
+from policies.scope import is_global
+from policies.scope_model import ScopeModels
 from policies.synthesis import GenerateBatchFn, PromptSets, SynthesisResult, synthesize, synthesize_from_prompts
 from policies.text import last_user_text
 from service.distill.recipe import Recipe
 
 
+def corpus_prompts(principle, models: ScopeModels, evaluation: Corpus | None, positives: Sequence[str] = (),
+                   n_eval: int = 10, seed: int = 0) -> tuple[PromptSets, PromptSets | None]:
+    """(training requests, evaluation requests) of a principle from the built-in corpora.
+
+    Training: the requests of the corpus topics the principle's scope model found inside its
+    domain, those of its closest topics that the model keeps out (near scope), and requests of
+    all other topics it keeps clearly out. Evaluation: the same from the evaluation corpus, which
+    was written independently of the training one, by topic (so its in-scope requests do not
+    depend on the scope model having judged them)."""
+    domain = principle["domain"] if isinstance(principle, dict) else principle.domain
+    rng = random.Random(seed)
+
+    def sets(corpus: Corpus, n: int | None) -> PromptSets:
+        prompts = list(corpus.prompts)
+        if is_global(domain):
+            rng.shuffle(prompts)
+            return PromptSets(in_scope=prompts[: n or 200], near_scope=[], out_of_scope=[], generator="corpus")
+        model = models.model(domain, positives)
+        p = model.probability(corpus.vectors)
+        inside = np.isin(corpus.topics, model.topics)
+        near = np.isin(corpus.topics, model.near_topics) & (p < model.threshold)
+        out = ~inside & ~np.isin(corpus.topics, model.near_topics) & (p < 0.2)
+        pick = lambda mask: rng.sample([q for q, m in zip(prompts, mask) if m], k=min(int(mask.sum()), n or int(mask.sum())))  # noqa: E731
+        return PromptSets(in_scope=pick(inside), near_scope=pick(near), out_of_scope=pick(out),
+                          categories=list(model.topics) + list(model.near_topics), generator="corpus",
+                          sources={"in_scope": {corpus.name: int(inside.sum())}})
+
+    train = sets(models.corpus, None)
+    return train, (sets(evaluation, n_eval) if evaluation is not None else None)
+
+
 def build_dataset(principle, generate_fn: GenerateBatchFn, teacher, logged_prompts: list[str], recipe: Recipe,
-                  on_stage: Callable[[str], None] | None = None, prompt_sets: PromptSets | None = None) -> SynthesisResult:
-    """C3PO data for one principle: prompt sets (some held out for its evaluation), baseline
-    answers from `generate_fn`, verified revisions, training rows. With `prompt_sets` (written
-    elsewhere, e.g. a benchmark's training split) those are used as they are, none held out."""
+                  on_stage: Callable[[str], None] | None = None, prompt_sets: PromptSets | None = None,
+                  corpus: PromptSets | None = None, eval_prompts: PromptSets | None = None,
+                  scope_fn=None) -> SynthesisResult:
+    """C3PO data for one principle: prompt sets, baseline answers from `generate_fn`, verified
+    revisions, training rows; evaluation prompts from `eval_prompts` (an independent source) or
+    else held out of the prompt sets. With `prompt_sets` (written elsewhere, e.g. a benchmark's
+    training split) those are used as they are, none held out. `corpus`: see `corpus_prompts`;
+    `scope_fn(domain, request)` splits logged traffic (the scope model's probability)."""
     if prompt_sets is not None:
         return synthesize_from_prompts(principle, prompt_sets, generate_fn, teacher, recipe.synthesis, on_stage)
-    return synthesize(principle, generate_fn, teacher, logged_prompts, recipe.synthesis, on_stage=on_stage)
+    return synthesize(principle, generate_fn, teacher, logged_prompts, recipe.synthesis, scope_fn=scope_fn,
+                      on_stage=on_stage, corpus=corpus, eval_prompts=eval_prompts)
 
 
 def training_rows(datasets: Mapping[str, SynthesisResult]) -> tuple[list[dict], list[dict]]:
@@ -50,12 +92,15 @@ def train_adapter(recipe: Recipe, preferences: list[dict], constraints: list[dic
 
 def evaluate(model, tokenizer, adapters: Mapping[str, Path | str], principle, prompts, recipe: Recipe, judge=None, *,
              candidate: str | None = None, comparison: str | None = None, max_new_tokens: int = 64,
-             batch_size: int = 16, progress: bool = False) -> tuple[EvalReport, tuple[bool, list[str]]]:
+             batch_size: int = 16, progress: bool = False,
+             prompt_source: str | None = None) -> tuple[EvalReport, tuple[bool, list[str]]]:
     """The base model, in-context prompting and every adapter on `prompts` (held out from training),
-    and the gate's verdict on `candidate` (default: the last adapter)."""
+    and the gate's verdict on `candidate` (default: the last adapter). `prompt_source` says in the
+    report where the prompts came from."""
     report = evaluate_conditions(model, tokenizer, principle, prompts, dict(adapters), judge, comparison=comparison,
                                  max_new_tokens=max_new_tokens, batch_size=batch_size, candidate=candidate,
                                  progress=progress)
+    report.prompt_source = prompt_source
     verdict = gate(report, recipe.gate) if adapters else (False, ["fail: no adapter trained"])
     return report, verdict
 

@@ -14,12 +14,16 @@ import time
 
 from adapters.flr import flr_scores
 from policies.natural import detect_turn
-from policies.principles import FeedbackInput, Principle, ProposalFailure, nearest, propose_principle
+from policies.corpus import load_corpus
+from policies.principles import (GLOBAL_DOMAIN, FeedbackInput, Principle, ProposalFailure, nearest, nearest_by_meaning,
+                                 propose_principle, same_scope_by_meaning)
+from policies.principles.rules import states_global
 from policies.principles.icai import Pair, score_principle
-from policies.scope import same_scope
+from policies.scope import is_global, same_scope
 from policies.teacher import is_capable
 from policies.text import last_user_text, last_user_turn
 from service.learn.export import feedback_rows, preference_pairs
+from service.learn.natural import Classifiers, encoder_for
 from service.learn.review import PrincipleBook
 from service.serving.engine import Engine
 from service.settings import Settings
@@ -34,6 +38,8 @@ class Analyst:
         self.settings, self.store, self.engine, self.batch = settings, store, engine, batch
         self.book = PrincipleBook(store)
         self.teacher = settings.build_teacher(generate_fn=self._local_generate)
+        self.classifiers = Classifiers(settings, store)
+        self._encoder_cache = None
         self._poke = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -106,7 +112,8 @@ class Analyst:
         turn, text = last_user_turn(messages)
         parent = self.store.exchanges.get(row["parent_id"])
         flr = parent.get("flr") if parent is not None else None
-        result = detect_turn(messages[: turn + 1], turn, llm=self.teacher, flr=flr)
+        result = detect_turn(messages[: turn + 1], turn, llm=self.teacher, flr=flr,
+                             classifier=None if is_capable(self.teacher) else self.classifiers.current())
         if getattr(result, "error", None):
             self._record_failure("natural_feedback", row["id"], "NaturalFeedback",
                                  getattr(result, "raw", None) or [], [result.error])
@@ -190,7 +197,7 @@ class Analyst:
                 if isinstance(proposal, ProposalFailure):
                     self._record_failure(proposal.task, proposal.ref, proposal.schema_name, proposal.raw, proposal.errors)
                 elif isinstance(proposal, Principle):
-                    self._add(proposal)
+                    self._add(proposal, item)
                     made += 1
             if kind == "feedback":
                 self.store.feedback.mark_read(ref)
@@ -198,14 +205,50 @@ class Analyst:
                 self.store.natural.mark_proposed(ref)
         return made
 
-    def _add(self, proposal: Principle) -> None:
+    def _encoder(self):
+        """The sentence encoder, or None where it cannot load (then words decide, as before it)."""
+        if self._encoder_cache is None:
+            try:
+                self._encoder_cache = encoder_for(self.settings)
+            except Exception:
+                log.exception("the sentence encoder did not load; principles are matched by their words")
+                self._encoder_cache = False
+        return self._encoder_cache or None
+
+    def _scope_of_request(self, request: str) -> str | None:
+        """The built-in corpus topic a request belongs to ("email to boss"), if the encoder is there."""
+        encoder = self._encoder()
+        if encoder is None or not request.strip():
+            return None
+        corpus = load_corpus(encoder)
+        centroids = corpus.centroids()
+        v = encoder.embed_one(request)
+        topic = max(centroids, key=lambda t: float(centroids[t] @ v))
+        return topic if float(centroids[topic] @ v) >= 0.3 else None
+
+    def _add(self, proposal: Principle, item: FeedbackInput | None = None) -> None:
         """A new candidate, or more support for a near-duplicate one already there."""
+        # A rule stated without a domain ("no emojis please") means requests like the one it was
+        # said about, unless it says it means every request ("never use emojis").
+        if (proposal.domain == GLOBAL_DOMAIN and proposal.proposer == "rules" and item is not None
+                and item.kind != "correction" and not states_global(item.text)):
+            topic = self._scope_of_request(item.prompt)
+            if topic:
+                proposal = proposal.model_copy(update={"domain": topic, "text": f"For {topic} requests: {proposal.text}"})
+        encoder = self._encoder()
         # Only a principle for the same domain can take the evidence: "no emojis" for all requests
         # and "no emojis in my work emails" are two rules, however alike their words.
-        existing = [p for p in self.book.list(limit=1000)
-                    if p["status"] in ("candidate", "approved") and same_scope(p["domain"], proposal.domain)]
+        def same(domain: str) -> bool:
+            if same_scope(domain, proposal.domain):
+                return True
+            if encoder is None or is_global(domain) or is_global(proposal.domain):
+                return False
+            return same_scope_by_meaning(domain, proposal.domain, encoder)
+
+        existing = [p for p in self.book.list(limit=1000) if p["status"] in ("candidate", "approved") and same(p["domain"])]
         evidence = [e.model_dump() for e in proposal.evidence]
-        match = nearest(proposal.text, [p["text"] for p in existing])
+        texts = [p["text"] for p in existing]
+        match = nearest(proposal.text, texts) or (nearest_by_meaning(proposal.text, texts, encoder) if encoder else None)
         if match is not None:
             self.book.add_evidence(existing[match[0]]["id"], evidence)
             return

@@ -120,7 +120,7 @@ def flr_config(flr: dict[int, dict[int, float]]):
 
 def mine_rows(rows: list[tuple[int, dict]], llm=None, flr: dict[int, dict[int, float]] | None = None, *,
               flr_prior: bool = False, force_llm: bool = False, retries: int = 1, report: MineReport | None = None,
-              progress: bool | None = None) -> Iterable[dict]:
+              progress: bool | None = None, classifier=None) -> Iterable[dict]:
     """Output records, one per user turn that follows an assistant turn, in input order.
     With `flr_prior`, the file's FLR quartiles steer the reformulation threshold (see
     policies.natural.RuleConfig); otherwise FLR is only reported."""
@@ -130,6 +130,7 @@ def mine_rows(rows: list[tuple[int, dict]], llm=None, flr: dict[int, dict[int, f
         report.conversations += 1
         per_line = (flr or {}).get(number, {})
         for turn, fb in detect_conversation(row["messages"], llm=llm, flr_scores=per_line, config=config,
+                                            classifier=classifier,
                                             force_llm=force_llm, retries=retries):
             record = {"line": number, "turn": turn, "category": fb.category, "polarity": fb.polarity,
                       "span": fb.span, "principle": fb.principle, "source": fb.source,
@@ -147,7 +148,7 @@ def mine_rows(rows: list[tuple[int, dict]], llm=None, flr: dict[int, dict[int, f
 
 
 def _mine(rows, output_path: Path, report: MineReport, lm, teacher, teacher_args, use_flr, flr_prior, force_llm,
-          retries, batch_size, progress, warn) -> None:
+          retries, batch_size, progress, warn, classifier=None) -> None:
     llm = None
     if teacher and teacher != "none":
         generate = chat_fn(lm.model, lm.tokenizer) if teacher == "local" else None
@@ -158,22 +159,24 @@ def _mine(rows, output_path: Path, report: MineReport, lm, teacher, teacher_args
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with open(output_path, "w", encoding="utf-8") as out:
         for record in mine_rows(rows, llm, flr, flr_prior=flr_prior, force_llm=force_llm, retries=retries,
-                                report=report, progress=progress):
+                                report=report, progress=progress, classifier=classifier):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def mine_file(input_path: Path, output_path: Path, *, teacher: str | None = None, teacher_args: dict | None = None,
               use_flr: bool = False, flr_prior: bool = False, model: str | None = None,
               model_cache: Path, force_llm: bool = False, retries: int = 1, batch_size: int = 16, progress: bool | None = None,
-              threads: int | None = None, warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> MineReport:
-    """What `refinery mine` does; bench/natural.py calls it too, so both measure one code path."""
+              threads: int | None = None, warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+              classifier=None) -> MineReport:
+    """What `refinery mine` does. `classifier` (policies.natural.NaturalClassifier) labels the turns
+    where no capable teacher does; None leaves the phrase rules alone."""
     report = MineReport()
     with open(input_path, encoding="utf-8") as f:
         rows = read_conversations(f, report, warn)
 
     if not (use_flr or teacher == "local"):
         _mine(rows, output_path, report, None, teacher, teacher_args, use_flr, flr_prior, force_llm, retries,
-              batch_size, progress, warn)
+              batch_size, progress, warn, classifier)
         return report
     import torch
 
@@ -185,7 +188,7 @@ def mine_file(input_path: Path, output_path: Path, *, teacher: str | None = None
     try:
         lm = load_model(model, model_cache)
         _mine(rows, output_path, report, lm, teacher, teacher_args, use_flr, flr_prior, force_llm, retries,
-              batch_size, progress, warn)
+              batch_size, progress, warn, classifier)
     finally:
         torch.set_num_threads(before)
     return report

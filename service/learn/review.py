@@ -88,6 +88,20 @@ class PrincipleBook:
                "support": 1, "checks": [], "evidence": [], "source": "critique", **fields}
         return self._write(actor, "propose", None, row)
 
+    def write_new(self, fields: dict[str, Any], actor: str) -> dict:
+        """A principle an operator wrote: checked like an edit, then a candidate like any other."""
+        for key in ("text", "domain"):
+            if not str(fields.get(key) or "").strip():
+                raise ReviewError(f"{key} must not be empty", 400, key)
+        mode = fields.get("mode") or "prompt"
+        if mode not in MODES:
+            raise ReviewError(f"mode must be one of {MODES}", 400, "mode")
+        checks = validate_checks(fields.get("checks") or [])
+        return self.create({"text": fields["text"].strip(), "domain": fields["domain"].strip(),
+                            "effect": (fields.get("effect") or fields["text"]).strip(), "checks": checks, "mode": mode,
+                            "source": "operator", "proposer": actor, "confidence": 1.0, "evidence": [], "support": 1},
+                           actor=actor)
+
     def update(self, principle_id: str, changes: dict[str, Any], actor: str) -> dict:
         before = self.get(principle_id)
         bad = set(changes) - set(EDITABLE)

@@ -16,6 +16,7 @@ from service.errors import APIError
 from service.metrics import Metrics
 from service.serving.engine import Delta, Engine, Failed, Finished, GenJob
 from service.serving.router import AdapterRouter, Route, UnknownModel
+from service.serving.scope import ServingScope
 from service.settings import Settings
 from service.store import Store, new_id
 
@@ -27,7 +28,7 @@ def sse(body: dict) -> str:
 
 class ChatService:
     def __init__(self, settings: Settings, store: Store, engine: Engine, metrics: Metrics, router: AdapterRouter,
-                 matcher: ScopeMatcher | None = None, on_stored=None):
+                 matcher: ServingScope | ScopeMatcher | None = None, on_stored=None):
         self.router = router
         self.on_stored = on_stored or (lambda: None)
         self.settings = settings

@@ -193,6 +193,19 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN host TEXT;
     """,
+    # 5: operators' labels of follow-up turns (they retrain the natural-feedback classifier)
+    """
+    CREATE TABLE natural_labels (
+        follow_up_id TEXT PRIMARY KEY REFERENCES completions(id),
+        created REAL NOT NULL,
+        category TEXT NOT NULL,
+        polarity TEXT NOT NULL,
+        principle INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        before TEXT
+    );
+    ALTER TABLE natural_feedback ADD COLUMN labelled_by TEXT;
+    """,
 ]
 
 JSON_COLUMNS = {"messages", "params", "metadata", "principles_applied", "checks", "evidence", "votes", "before",

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from typing import Iterable
 
-from service.store.db import Repository, where
+from service.store.db import Repository, new_id, where
 from service.store.exchanges import NATURAL_DONE
 
 
@@ -100,6 +100,50 @@ class NaturalFeedback(Repository):
             "SELECT n.*, c.messages AS messages, c.response AS response FROM natural_feedback n "
             "JOIN completions c ON c.id = n.completion_id WHERE n.principle = 1 AND n.proposed = 0 "
             "ORDER BY n.created LIMIT ?", [limit])
+
+    def list(self, category: str | None = None, limit: int = 100) -> list[dict]:
+        """Recent verdicts with the request they follow, newest first."""
+        sql, params = where([("n.category = ?", category)])
+        return self.database.rows(
+            "SELECT n.*, c.messages AS messages, c.response AS response FROM natural_feedback n "
+            f"JOIN completions c ON c.id = n.completion_id{sql} ORDER BY n.created DESC LIMIT ?", params + [limit])
+
+    def of_follow_up(self, follow_up_id: str) -> dict | None:
+        return self.database.one("SELECT * FROM natural_feedback WHERE follow_up_id = ?", [follow_up_id])
+
+    def relabel(self, follow_up: dict, turn: int, text: str, label: dict, actor: str) -> dict | None:
+        """An operator's label of a follow-up turn (the request `follow_up`, whose user turn
+        `turn` reads `text`): kept in natural_labels, and the stored verdict made to say it (one
+        is written when the analysis had found none). One transaction. Returns the verdict."""
+        before = self.of_follow_up(follow_up["id"])
+        with self.database.atomic():
+            self.database.db["natural_labels"].upsert({
+                "follow_up_id": follow_up["id"], "created": time.time(), "category": label["category"],
+                "polarity": label["polarity"], "principle": int(label["principle"]), "actor": actor,
+                "before": json.dumps(before, default=str) if before else None}, pk="follow_up_id")
+            if before is not None:
+                self.database.db["natural_feedback"].update(before["id"], {
+                    "category": label["category"], "polarity": label["polarity"],
+                    "principle": int(label["principle"]), "labelled_by": actor,
+                    "span": None if label["category"] == "none" else (before["span"] or text)})
+            elif label["category"] != "none" or label["principle"]:
+                self.database.db["natural_feedback"].insert({
+                    "id": new_id("nf-"), "created": time.time(), "completion_id": follow_up["parent_id"],
+                    "follow_up_id": follow_up["id"], "conversation_id": follow_up["conversation_id"], "turn": turn,
+                    "user_turn": text, "category": label["category"], "polarity": label["polarity"],
+                    "span": None if label["category"] == "none" else text, "principle": int(label["principle"]),
+                    "source": "operator", "confidence": 1.0, "labelled_by": actor})
+        return self.of_follow_up(follow_up["id"])
+
+    def labels(self) -> list[dict]:
+        """Every operator label with the messages of the request it labels, oldest first."""
+        return self.database.rows(
+            "SELECT l.*, c.messages AS messages FROM natural_labels l "
+            "JOIN completions c ON c.id = l.follow_up_id ORDER BY l.created")
+
+    def labels_version(self) -> tuple:
+        """Changes whenever an operator labels or relabels a turn."""
+        return tuple(self.database.execute("SELECT COUNT(*), COALESCE(MAX(created), 0) FROM natural_labels").fetchone())
 
     def mark_proposed(self, natural_id: str) -> None:
         with self.database.atomic():

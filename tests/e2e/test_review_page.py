@@ -99,3 +99,57 @@ def test_wrong_key_shows_an_error(server, page):
     page.click("[data-testid=refresh]")
     page.wait_for_function("document.querySelector('[data-testid=status]').textContent.startsWith('Error')")
     assert "incorrect admin key" in page.locator("[data-testid=status]").inner_text()
+
+
+def chat(server, messages):
+    r = httpx.post(server.url + "/v1/chat/completions", json={"messages": messages, "max_tokens": 4}, timeout=60)
+    r.raise_for_status()
+    return r.json()
+
+
+def test_operator_writes_a_principle_previews_its_scope_and_corrects_a_label(server, page):
+    import time
+
+    for q in ("Why does the Moon have phases?", "How far away is the Andromeda galaxy?", "How do I bake sourdough bread?",
+              "Write an email to my boss asking for Friday off"):
+        chat(server, [{"role": "user", "content": q}])
+    first = chat(server, [{"role": "user", "content": "What is the capital of Australia?"}])
+    follow = chat(server, [{"role": "user", "content": "What is the capital of Australia?"},
+                           {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
+                           {"role": "user", "content": "No, that's wrong. It's Canberra."}])
+    admin(server, "POST", "/admin/analyse")
+    deadline = time.time() + 120  # the encoder's scope loads in the background at start-up
+    while admin(server, "GET", "/admin/scope-preview", params={"domain": "x"})["scorer"] != "encoder":
+        assert time.time() < deadline, "the encoder scope never loaded"
+        time.sleep(1)
+
+    page.goto(server.url + "/review")
+    page.fill("[data-testid=admin-key]", ADMIN)
+    page.click("[data-testid=refresh]")
+    page.click("[data-testid=new-principle]")
+    page.fill("[data-testid=new-text]", "When I ask about astronomy, begin with 'Star note:'")
+    page.fill("[data-testid=new-domain]", "questions about astronomy")
+    page.fill("[data-testid=new-checks]", 'starts_with "Star note:"')
+    page.click("[data-testid=new-preview]")
+    applies = page.locator("[data-testid=new-scope] [data-testid=scope-applies]")
+    applies.wait_for()
+    assert "Why does the Moon have phases?" in applies.inner_text()
+    assert "sourdough" not in applies.inner_text()
+    assert "sourdough" in page.locator("[data-testid=new-scope] [data-testid=scope-outside]").inner_text()
+    page.click("[data-testid=new-create]")
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent === 'Created'")
+    made = [p for p in admin(server, "GET", "/admin/principles")["data"] if p["domain"] == "questions about astronomy"]
+    assert len(made) == 1 and made[0]["status"] == "candidate" and made[0]["checks"] == ['starts_with "Star note:"']
+    card = page.locator(f"[data-testid=principle][data-id='{made[0]['id']}']")
+    card.wait_for()
+    card.locator("[data-testid=scope]").click()
+    card.locator("[data-testid=scope-applies]").wait_for()
+    assert "Andromeda" in card.locator("[data-testid=scope-applies]").inner_text()
+
+    row = page.locator(f"[data-testid=natural-row][data-id='{follow['id']}']")
+    row.wait_for()
+    row.locator("[data-testid=natural-category]").select_option("aware_with_correction")
+    row.locator("[data-testid=natural-save]").click()
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent === 'Label saved'")
+    verdict = next(n for n in admin(server, "GET", "/admin/natural-feedback")["data"] if n["follow_up_id"] == follow["id"])
+    assert verdict["category"] == "aware_with_correction" and verdict["labelled_by"] == "review-page"

@@ -170,6 +170,13 @@ def test_cli_principles(client, tmp_path):
     r = runner.invoke(app, ["principles", "reject", p["id"], "--reason", "changed my mind", *data])
     assert r.exit_code == 0 and json.loads(r.stdout)["status"] == "rejected"
     assert runner.invoke(app, ["principles", "show", "pr-missing", *data]).exit_code == 2
+    r = runner.invoke(app, ["principles", "add", "--text", "Answer cooking questions in metric units",
+                            "--domain", "cooking and recipes", "--check", "max_words 200", "--actor", "cli-op", *data])
+    assert r.exit_code == 0, r.output
+    added = json.loads(r.stdout)
+    assert (added["status"], added["source"], added["checks"]) == ("candidate", "operator", ["max_words 200"])
+    bad = runner.invoke(app, ["principles", "add", "--text", "x", "--domain", "y", "--check", "nonsense", *data])
+    assert bad.exit_code == 1 and "does not parse" in bad.output
     # The running server sees the CLI's change.
     assert client.get(f"/admin/principles/{p['id']}", headers=ADMIN).json()["status"] == "rejected"
 
@@ -245,3 +252,46 @@ def test_same_scope():
 
     assert same_scope("work emails", "Work email.") and same_scope("All requests.", "all requests")
     assert not same_scope("all requests", "work emails") and not same_scope("work emails", "emails")
+
+
+def test_operator_writes_a_principle(client):
+    body = {"text": "When I ask about astronomy, begin with 'Star note:'", "domain": "questions about astronomy",
+            "checks": ['starts_with "Star note:"'], "mode": "both"}
+    r = client.post("/admin/principles", json=body, headers={**ADMIN, "X-Operator": "ana"})
+    assert r.status_code == 201
+    p = r.json()
+    assert (p["status"], p["mode"], p["source"], p["effect"]) == ("candidate", "both", "operator", body["text"])
+    shown = client.get(f"/admin/principles/{p['id']}", headers=ADMIN).json()
+    assert shown["checks"] == body["checks"] and [(a["action"], a["actor"]) for a in shown["audit"]] == [("propose", "ana")]
+    assert p["id"] in {x["id"] for x in client.get("/admin/principles", headers=ADMIN).json()["data"]}
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"domain": "gardening"}, "text"),
+    ({"text": "Be brief", "domain": ""}, "domain"),
+    ({"text": "Be brief", "domain": "gardening", "checks": ["starts_with"]}, "checks"),
+    ({"text": "Be brief", "domain": "gardening", "checks": ["no_such_metric 3"]}, "checks"),
+    ({"text": "Be brief", "domain": "gardening", "mode": "sometimes"}, "mode"),
+    ({"text": "Be brief", "domain": "gardening", "status": "approved"}, "status"),
+    ({"text": "   ", "domain": "gardening"}, "text"),
+])
+def test_bad_principles_are_refused_and_nothing_is_written(client, body, param):
+    before = client.get("/admin/principles", headers=ADMIN).json()["data"]
+    r = client.post("/admin/principles", json=body, headers=ADMIN)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+    assert client.get("/admin/principles", headers=ADMIN).json()["data"] == before
+    assert client.post("/admin/principles", json={"text": "Be brief", "domain": "x"}).status_code == 401
+
+
+def test_scope_preview_scores_logged_requests(client):
+    for q in ("Why does the Moon have phases?", "How do I repot a cactus?"):
+        client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": q}], "max_tokens": 2})
+    client.app.state.scope.ready.wait(120)
+    r = client.get("/admin/scope-preview", params={"domain": "questions about astronomy"}, headers=ADMIN)
+    assert r.status_code == 200
+    data = r.json()
+    assert data["scorer"] == "encoder" and data["topics"] == ["astronomy"]
+    assert [a["request"] for a in data["applies"]] == ["Why does the Moon have phases?"]
+    assert "How do I repot a cactus?" in [a["request"] for a in data["closest_outside"]]
+    assert client.get("/admin/scope-preview", headers=ADMIN).status_code == 400  # domain is required

@@ -43,7 +43,7 @@ def read_jsonl(path):
 def test_mine_rules_only(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", CONVERSATIONS)
     out = tmp_path / "out" / "labels.jsonl"
-    result = runner.invoke(app, ["mine", "--input", str(src), "--output", str(out)])
+    result = runner.invoke(app, ["mine", "--input", str(src), "--output", str(out), "--detector", "rules"])
     assert result.exit_code == 0, result.output
     rows = read_jsonl(out)
     assert [(r["line"], r["turn"]) for r in rows] == [(1, 2), (1, 4), (2, 3)]
@@ -56,6 +56,19 @@ def test_mine_rules_only(tmp_path):
     assert all(set(r) >= {"line", "turn", "category", "polarity", "span", "principle"} for r in rows)
     assert all("flr" not in r for r in rows)
     assert "3 turns from 3 conversations" in result.stderr
+
+
+def test_mine_uses_the_encoder_classifier_by_default(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", CONVERSATIONS)
+    out = tmp_path / "labels.jsonl"
+    result = runner.invoke(app, ["mine", "-i", str(src), "-o", str(out), "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    first, thanks, rule = read_jsonl(out)
+    assert {r["source"] for r in (first, thanks, rule)} == {"encoder"}
+    assert (first["category"], first["polarity"]) == ("aware_with_correction", "negative")
+    assert first["span"] in CONVERSATIONS[0]["messages"][2]["content"]  # verbatim
+    assert (thanks["category"], thanks["polarity"]) == ("positive", "positive")
+    assert rule["principle"] is True and rule["polarity"] == "negative"
 
 
 def test_bad_lines_are_reported_skipped_and_fail_the_run(tmp_path):
