@@ -1,5 +1,7 @@
 """Prometheus metrics (prometheus-client), one registry per app so tests can build many apps; and the
-collectors that read the engine and the store at scrape time."""
+collectors that read the engine and the store at scrape time. Per model version the outcomes go
+beyond thumbs (negative, correction and natural-dissatisfaction rates, mean answer length), the
+same ones the canary rule judges, so a dashboard sees a version that wins thumbs by drifting."""
 
 from __future__ import annotations
 
@@ -57,6 +59,8 @@ class OutcomeCollector:
             "thumbs_up_rate": GaugeMetricFamily("refinery_version_thumbs_up_rate", "Share of answers rated up", labels=["version"]),
             "thumbs_down_rate": GaugeMetricFamily("refinery_version_thumbs_down_rate", "Share of answers rated down", labels=["version"]),
             "natural_negative_rate": GaugeMetricFamily("refinery_version_natural_negative_rate", "Share of answers followed by natural negative feedback", labels=["version"]),
+            "correction_rate": GaugeMetricFamily("refinery_version_correction_rate", "Share of answers the user corrected (explicitly or in the next turn)", labels=["version"]),
+            "mean_answer_tokens": GaugeMetricFamily("refinery_version_mean_answer_tokens", "Mean completion tokens per answer", labels=["version"]),
             "mean_flr": GaugeMetricFamily("refinery_version_mean_flr", "Mean follow-up likelihood ratio", labels=["version"]),
         }
         for version, row in data.items():

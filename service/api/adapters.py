@@ -1,5 +1,8 @@
 """Operator routes for adapter versions (admin key): register, promote, canary, rollback, retire,
-and the registry's audit log. Every change goes through the rollout (service.rollout.lifecycle)."""
+and the registry's audit log. Every change goes through the rollout (service.rollout.lifecycle).
+The list shows each version's outcomes (service.store.outcomes: thumbs, negative, correction and
+natural-dissatisfaction rates, answer length) and, for a canary, the canary rule's verdict now with
+its per-metric breakdown, so an operator sees why a canary would be rolled back."""
 
 from __future__ import annotations
 
@@ -34,11 +37,12 @@ async def _call(fn, *args, **kwargs):
 @router.get("")
 async def list_adapters(name: str | None = None, r: ServerRollout = Depends(rollout), _: str = Depends(require_admin)):
     def load():
-        stats = r.store.outcomes.per_version()
+        stats, verdicts = r.store.outcomes.per_version(), r.canary_verdicts()
         rows = []
         for v in r.registry.list(name):
             rows.append({"id": v.version_id, "object": "adapter", **v.to_dict(), "share": v.canary_share,
                          "outcomes": stats.get(v.version_id, {"requests": 0}),
+                         "canary_check": verdicts.get(v.version_id),
                          "loaded": v.version_id in r.engine.adapters,
                          "load_error": r.router.load_errors.get(v.version_id)})
         return {"object": "list", "data": rows, "serving": r.router.serving(),

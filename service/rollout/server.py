@@ -1,6 +1,8 @@
 """The rollout inside the running server: the lifecycle with the engine as preloader, the registry
 watch that keeps the router in line, versions the registry names but the engine cannot load, and
-the canary checks (service.rollout.canary) that roll back or promote on their own.
+the canary checks (service.rollout.canary) that roll back or promote on their own: each canary is
+judged on its outcomes and answer lengths since it started, against the active version's (or the
+base model's) over the same time, and the API shows the same verdicts.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ import time
 from dataclasses import asdict
 from datetime import datetime
 
-from adapters.registry import Change, Registry
-from service.rollout.canary import judge_canary
+from adapters.registry import AdapterVersion, Change, Registry
+from service.rollout.canary import CanaryVerdict, judge_canary
 from service.rollout.lifecycle import Lifecycle
 from service.serving.engine import Engine
 from service.serving.router import AdapterRouter
@@ -60,18 +62,39 @@ class ServerRollout:
                 rejected.append(version_id)
         return rejected
 
+    def judge(self, name: str) -> tuple[AdapterVersion, CanaryVerdict] | None:
+        """The canary of `name` and its verdict now (None when it has no canary)."""
+        canary, active = self.registry.canary_of(name), self.registry.active(name)
+        if canary is None:
+            return None
+        s, outcomes = self.settings, self.store.outcomes
+        started = _parse_time(canary.status_changed_at)
+        active_id = active.version_id if active else "base"
+        stats = outcomes.per_version(since=started)
+        verdict = judge_canary(stats.get(canary.version_id), stats.get(active_id), s.canary_min_samples,
+                               s.canary_alpha, canary_lengths=outcomes.answer_lengths(canary.version_id, since=started),
+                               active_lengths=outcomes.answer_lengths(active_id, since=started))
+        return canary, verdict
+
+    def canary_verdicts(self) -> dict[str, dict]:
+        """{canary version id: its verdict as a dict}, for the API."""
+        out = {}
+        for name in self.registry.names():
+            judged = self.judge(name)
+            if judged is not None:
+                out[judged[0].version_id] = asdict(judged[1])
+        return out
+
     def check_canaries(self) -> list[str]:
-        """Roll back a canary that is significantly worse; promote one that stayed clean."""
+        """Roll back a canary that is significantly worse on any outcome; promote one that stayed clean."""
         s = self.settings
         actions = []
         for name in self.registry.names():
-            canary, active = self.registry.canary_of(name), self.registry.active(name)
-            if canary is None:
+            judged = self.judge(name)
+            if judged is None:
                 continue
+            canary, verdict = judged
             started = _parse_time(canary.status_changed_at)
-            stats = self.store.outcomes.per_version(since=started)
-            verdict = judge_canary(stats.get(canary.version_id), stats.get(active.version_id if active else "base"),
-                                   s.canary_min_samples, s.canary_alpha)
             if verdict.worse:
                 self.lifecycle.rollback(name, actor="auto-rollback", reason=verdict.reason, reject=True)
                 actions.append(f"rolled back {canary.version_id}: {verdict.reason}")
