@@ -69,19 +69,7 @@ def load_corpus(encoder: Encoder, path: Path = TRAINING) -> Corpus:
             return hit
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         prompts = [r["prompt"] for r in rows]
-        cache = encoder.model_dir / "corpus-vectors" / f"{Path(path).stem}-{key}.npy"
-        vectors = None
-        if cache.exists():
-            try:
-                vectors = np.load(cache)
-            except (OSError, ValueError):
-                vectors = None
-        if vectors is None or vectors.shape != (len(prompts), encoder.dim):
-            vectors = encoder.embed(prompts)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp.npy")
-            np.save(tmp, vectors)
-            tmp.replace(cache)
+        vectors = encoder.embed_kept(prompts, f"corpus-{Path(path).stem}")
         corpus = Corpus(prompts, np.array([r["topic"] for r in rows]), vectors, Path(path).stem)
         _CACHE[(encoder.name, key)] = corpus
         return corpus

@@ -36,6 +36,9 @@ EMBEDDED_PACKAGE = "all_minilm_l6_v2"
 EMBEDDED_NAME = "all-MiniLM-L6-v2"
 ONNX_FILE = "model-int8.onnx"
 MAX_TOKENS = 128  # requests are embedded from their start; 128 word pieces is two long paragraphs
+# Bumped when the same text would get other vectors (2: one text per run, never batched); kept
+# vectors (`Encoder.embed_kept`) and models fitted on them (the natural classifier) name it.
+VECTORS_VERSION = 2
 
 
 def embedded_zip() -> Path:
@@ -138,7 +141,7 @@ class Encoder:
         from transformers import AutoTokenizer
 
         self.model_dir = Path(model_dir)
-        self.name = self.model_dir.name
+        self.name = f"{self.model_dir.name}/v{VECTORS_VERSION}"
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         options = ort.SessionOptions()
         # One thread: the request path must not take the decoding thread's core.
@@ -171,15 +174,33 @@ class Encoder:
                 self._cache.popitem(last=False)
         return vec
 
-    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Shape: (len(texts), dim). Texts of similar length are batched together."""
-        texts = [t or " " for t in texts]
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Shape: (len(texts), dim). One text at a time: int8 activations are scaled per batch, so a
+        batched text would get a slightly other vector (cosine 0.993) than the same text alone on
+        the request path, and a corpus vector must equal a request's."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for at in range(0, len(order), batch_size):
-            idx = order[at:at + batch_size]
-            out[idx] = self._run([texts[i] for i in idx])
+        for i, t in enumerate(texts):
+            out[i] = self._run([t or " "])[0]
         return out
+
+    def embed_kept(self, texts: Sequence[str], name: str) -> np.ndarray:
+        """`embed(texts)` for a fixed list (a shipped corpus), kept on disk beside the model under
+        `name` and the texts' hash, so it is computed once per machine."""
+        key = hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode()).hexdigest()[:16]
+        path = self.model_dir / "kept-vectors" / f"{name}-{key}-v{VECTORS_VERSION}.npy"
+        if path.exists():
+            try:
+                vectors = np.load(path)
+                if vectors.shape == (len(texts), self.dim):
+                    return vectors
+            except (OSError, ValueError):
+                pass  # cut short by a crash: computed again
+        vectors = self.embed(texts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, vectors)
+        tmp.replace(path)
+        return vectors
 
 
 _LOADED: dict[Path, Encoder] = {}

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters.model import load_model
 from adapters.runtime import set_threads
+from policies.teacher import is_capable
 from service.api import adapters, conversations, errors, feedback, jobs, natural, ops, openai, principles
 from service.api.middleware import BodyLimit, count_requests
 from service.distill.worker import JobScheduler
@@ -73,6 +74,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             analyst = Analyst(settings, store, eng)
             scope = ServingScope(settings, store, llm=analyst.teacher, on_failure=analyst.record_failure)
             scope.start()
+            if not is_capable(analyst.teacher):
+                analyst.classifiers.warm()
             app.state.scope = scope
             if settings.background_analysis:
                 analyst.start()

@@ -36,6 +36,21 @@ def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), tokenizer_source=embedded_model_dir)
 
 
+@pytest.fixture(scope="session")
+def semantic_models(model_cache):
+    """The sentence encoder, the natural-feedback classifier and the corpus's vectors, made once
+    in the cache (about half a minute on a fresh machine), so servers a test starts load them in
+    a second or two."""
+    from policies.corpus import load_corpus
+    from policies.encoder import load_encoder
+    from policies.natural import load_or_fit
+
+    encoder = load_encoder(None, model_cache)
+    load_or_fit(encoder, model_cache)
+    load_corpus(encoder)
+    return encoder
+
+
 @pytest.fixture()
 def tiny_client(tmp_path, tiny_model_dir, model_cache):
     """A TestClient on an app serving the tiny random model, its store in a temporary file."""

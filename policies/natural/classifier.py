@@ -34,6 +34,7 @@ from policies.text import message_text
 CORPUS = Path(__file__).resolve().parent / "data" / "corpus.jsonl"
 OPERATOR_WEIGHT = 5.0  # an operator's label weighs as much as this many corpus examples
 SAME_TURN = 0.95  # encoder cosine from which a turn says what an operator-labelled turn said
+FIELDS = ("turn", "previous", "answer")  # the texts of an example that are embedded
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def featurize(encoder: Encoder, examples: Sequence[Example],
               vectors: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, list[NaturalFeedback]]:
     """Shape: (len(examples), 3 * dim + 2 + rule features). Also the rule verdicts."""
     if vectors is None:
-        vectors = tuple(encoder.embed([getattr(e, f) for e in examples]) for f in ("turn", "previous", "answer"))
+        vectors = tuple(encoder.embed([getattr(e, f) for e in examples]) for f in FIELDS)
     turn, prev, ans = vectors
     cos = np.stack([(turn * prev).sum(1), (turn * ans).sum(1)], axis=1)
     rule_rows = [_rule_features(e) for e in examples]
@@ -141,8 +142,10 @@ class NaturalClassifier:
             operator: Sequence[Example] = ()) -> "NaturalClassifier":
         """Fit on `examples` plus `operator` (operators' labels, each weighing OPERATOR_WEIGHT)."""
         everything = list(examples) + list(operator)
-        if operator and vectors is not None:
-            extra = tuple(encoder.embed([getattr(e, f) for e in operator]) for f in ("turn", "previous", "answer"))
+        if vectors is None:
+            vectors = tuple(encoder.embed([getattr(e, f) for e in examples]) for f in FIELDS)
+        if operator:
+            extra = tuple(encoder.embed([getattr(e, f) for e in operator]) for f in FIELDS)
             vectors = tuple(np.vstack([v, e]) for v, e in zip(vectors, extra))
         x, _ = featurize(encoder, everything, vectors)
         w = np.r_[np.ones(len(examples)), np.full(len(operator), OPERATOR_WEIGHT)]
@@ -204,7 +207,7 @@ class NaturalClassifier:
         if len(examples) == 1:
             e = examples[0]
             return tuple(self.encoder.embed_one(t)[None, :] for t in (e.turn, e.previous, e.answer))
-        return tuple(self.encoder.embed([getattr(e, f) for e in examples]) for f in ("turn", "previous", "answer"))
+        return tuple(self.encoder.embed([getattr(e, f) for e in examples]) for f in FIELDS)
 
     # -- keeping ---------------------------------------------------------------------------
     def save(self, out_dir: Path | str) -> None:
@@ -244,6 +247,8 @@ def load_or_fit(encoder: Encoder, cache_dir: Path | str, extra: Sequence[Example
             return NaturalClassifier.load(encoder, where)
         except (OSError, ValueError, KeyError):
             pass  # cut short by a crash: fitted again
-    model = NaturalClassifier.fit(encoder, examples, c, operator=extra)
+    # The corpus's vectors are kept beside the encoder: a refit for a new label costs the fit only.
+    vectors = tuple(encoder.embed_kept([getattr(e, f) for e in examples], f"natural-{f}") for f in FIELDS)
+    model = NaturalClassifier.fit(encoder, examples, c, vectors=vectors, operator=extra)
     model.save(where)
     return model

@@ -10,6 +10,7 @@ feedback in the turn) is accepted too: it is keyed by the follow-up request, not
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -17,12 +18,13 @@ import numpy as np
 
 from policies.encoder import Encoder, load_encoder
 from policies.natural import CATEGORIES, DEFAULT_POLARITY, POLARITIES, Example, NaturalClassifier, load_or_fit
-from policies.natural.classifier import examples_from_rows, read_rows
+from policies.natural.classifier import FIELDS, examples_from_rows, read_rows
 from policies.text import last_user_turn, message_text
 from service.errors import APIError
 from service.settings import Settings
 from service.store import Store
 
+log = logging.getLogger(__name__)
 
 def label_examples(store: Store | None) -> list[Example]:
     """Operators' labels as training examples."""
@@ -52,6 +54,18 @@ class Classifiers:
         self._lock = threading.Lock()
         self._model: NaturalClassifier | None = None
         self._version: tuple | None = None
+
+    def warm(self) -> None:
+        """Load (or, the first time on a machine, fit: about half a minute) the classifier in the
+        background, so the first analysis after start-up does not wait for it."""
+        def run() -> None:
+            try:
+                self.current()
+            except Exception:  # the analysis that needs it reports the same error
+                log.exception("the natural-feedback classifier did not load")
+
+        if self.settings.natural_detector == "encoder":
+            threading.Thread(target=run, name="refinery-classifier-load", daemon=True).start()
 
     def current(self) -> NaturalClassifier | None:
         if self.settings.natural_detector != "encoder":
@@ -120,7 +134,10 @@ def retrain(settings: Settings, store: Store | None, eval_files: list[Path] = ()
     extra = label_examples(store)
     examples += extra
     groups += list(range(len(corpus_rows), len(corpus_rows) + len(extra)))
-    vectors = tuple(encoder.embed([getattr(e, f) for e in examples]) for f in ("turn", "previous", "answer"))
+    corpus_n = len(examples) - len(extra)
+    vectors = tuple(np.vstack([encoder.embed_kept([getattr(e, f) for e in examples[:corpus_n]], f"natural-{f}"),
+                               encoder.embed([getattr(e, f) for e in extra]).reshape(len(extra), encoder.dim)])
+                    for f in FIELDS)
     groups_a = np.array(groups)
     unique = np.unique(groups_a)
     np.random.RandomState(0).shuffle(unique)

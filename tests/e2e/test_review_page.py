@@ -17,7 +17,7 @@ ADMIN = "admin-secret"
 
 
 @pytest.fixture()
-def server(tmp_path, tiny_model_dir, model_cache):
+def server(tmp_path, tiny_model_dir, model_cache, semantic_models):
     from tests.fixtures.server import LiveServer
 
     srv = LiveServer(tmp_path, model_cache, model=str(tiny_model_dir), env={"REFINERY_ADMIN_KEY": ADMIN}).start()
@@ -40,7 +40,7 @@ def page():
 
 
 def admin(server, method, path, **kw):
-    r = httpx.request(method, server.url + path, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30, **kw)
+    r = httpx.request(method, server.url + path, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=120, **kw)
     r.raise_for_status()
     return r.json()
 

@@ -403,7 +403,7 @@ def test_bench_data_is_consistent():
     assert len(rows) >= 60 and len({r["id"] for r in rows}) == len(rows)
     counts, principles = Counter(), 0
     for r in rows:
-        assert r["split"] in ("dev", "heldout", "heldout2")
+        assert r["split"] in ("heldout2", "test", "final")
         assert sorted(lab["turn"] for lab in r["labels"]) == feedback_turns(r["messages"]), r["id"]
         for lab in r["labels"]:
             turn = r["messages"][lab["turn"]]["content"]

@@ -78,6 +78,6 @@ def test_a_global_domain_applies_everywhere_without_scoring():
 def test_corpus_vectors_are_kept_on_disk(models):
     from policies.corpus import TRAINING, load_corpus
 
-    cached = list((models.encoder.model_dir / "corpus-vectors").glob(f"{TRAINING.stem}-*.npy"))
+    cached = list((models.encoder.model_dir / "kept-vectors").glob(f"corpus-{TRAINING.stem}-*.npy"))
     assert cached and np.load(cached[0]).shape == models.corpus.vectors.shape
     assert load_corpus(models.encoder) is models.corpus  # once per process
