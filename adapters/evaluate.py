@@ -217,6 +217,7 @@ def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str
                 score.vs_base = compare_with_baseline(checks, ans, base, comparison)
             if ans:
                 score.changed = mean(a.strip() != b.strip() for a, b in zip(ans, base))
+                score.identical = 1.0 - score.changed
                 score.edit_distance = mean(word_edit_distance(a, b) for a, b in zip(ans, base))
             scopes[s] = score
         conditions[name] = ConditionResult(name=name, kind=kind, adapter_dir=adapter_dir, scopes=scopes,

@@ -19,6 +19,10 @@ class GateThresholds(BaseModel):
     relative_to_base: bool = Field(True, description="limits apply to rate - base rate (else to the raw rate)")
     max_out_of_scope_edit_distance: float | None = Field(None, ge=0, le=1,
                                                          description="drift limit on out-of-scope answers (None: off)")
+    min_identical_out_of_scope: float | None = Field(0.8, ge=0, le=1, description="least share of out-of-scope "
+                                                     "greedy answers identical to the base model's (None: off)")
+    min_identical_near_scope: float | None = Field(None, ge=0, le=1, description="the same for near-scope "
+                                                   "answers (None: off)")
     max_unparseable: float = Field(0.1, ge=0, le=1, description="largest share of judge verdicts that may not parse")
 
 
@@ -62,6 +66,12 @@ def gate(report: EvalReport, thresholds: GateThresholds | None = None,
             check(False, f"{label} could not be measured")
         else:
             check(value <= limit + 1e-9, f"{label} {value:.2f} <= {limit:.2f}")
+    for scope, floor in (("near_scope", t.min_identical_near_scope), ("out_of_scope", t.min_identical_out_of_scope)):
+        sc = cand.scopes[scope]
+        if floor is None or sc.n == 0:
+            continue
+        check(sc.identical is not None and sc.identical >= floor - 1e-9,
+              f"{scope.replace('_', '-')} answers identical to base {fmt(sc.identical)} >= {floor:.2f}")
     if t.max_out_of_scope_edit_distance is not None:
         d = cand.scopes["out_of_scope"].edit_distance
         check(d is not None and d <= t.max_out_of_scope_edit_distance,

@@ -26,6 +26,8 @@ class ScopeScore(BaseModel):
     unparseable: int = Field(0, description="judge verdicts that never parsed")
     vs_base: dict | None = Field(None, description="policies.checks.compare_with_baseline against the base answers")
     changed: float | None = Field(None, description="share of answers that differ from the base model's")
+    identical: float | None = Field(None, description="share of greedy answers identical to the base model's "
+                                    "(1 - changed): what a constraint exists to keep")
     edit_distance: float | None = Field(None, description="mean normalised word edit distance to the base answer")
 
 
@@ -66,6 +68,7 @@ class EvalReport(BaseModel):
             s = c.scopes
             rows.append({"condition": c.name, "adherence": s["in_scope"].rate, "near_scope": s["near_scope"].rate,
                          "out_of_scope": s["out_of_scope"].rate, "out_changed": s["out_of_scope"].changed,
+                         "near_identical": s["near_scope"].identical, "out_identical": s["out_of_scope"].identical,
                          "out_edit_distance": s["out_of_scope"].edit_distance,
                          "unparseable": sum(x.unparseable for x in s.values())})
         return rows
@@ -81,15 +84,16 @@ class EvalReport(BaseModel):
                  f"- prompts: {', '.join(f'{k} {len(v)}' for k, v in self.prompts.items())}; "
                  f"greedy, {self.max_new_tokens} new tokens"
                  + (f"; from {self.prompt_source}" if self.prompt_source else ""), "",
-                 "| condition | in-scope adherence | near-scope overgen. | out-of-scope overgen. | out-of-scope changed | out-of-scope edit dist. | unparseable |",
-                 "|---|---|---|---|---|---|---|"]
+                 "| condition | in-scope adherence | near-scope overgen. | out-of-scope overgen. | near-scope identical to base | out-of-scope identical to base | out-of-scope edit dist. | unparseable |",
+                 "|---|---|---|---|---|---|---|---|"]
         for r in self.table():
             mark = " (candidate)" if r["condition"] == self.candidate else ""
             lines.append(f"| {r['condition']}{mark} | {fmt(r['adherence'])} | {fmt(r['near_scope'])} | "
-                         f"{fmt(r['out_of_scope'])} | {fmt(r['out_changed'])} | {fmt(r['out_edit_distance'])} | "
+                         f"{fmt(r['out_of_scope'])} | {fmt(r['near_identical'])} | {fmt(r['out_identical'])} | "
+                         f"{fmt(r['out_edit_distance'])} | "
                          f"{r['unparseable']} |")
         lines += ["", "Overgeneralisation: the share of answers showing the effect where it does not belong; "
-                  "adherence: the same share in scope. Changed / edit distance: against the base model's answer."]
+                  "adherence: the same share in scope. Identical / edit distance: against the base model's greedy answer."]
         if gate_result is not None:
             passed, reasons = gate_result
             lines += ["", f"## Promotion gate: {'passed' if passed else 'failed'}", ""] + [f"- {r}" for r in reasons]

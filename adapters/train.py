@@ -1,11 +1,15 @@
 """Constrained preference training (C3PO): a LoRA adapter from preference pairs and constraints.
 
 Loss per step = mean DPO loss over the step's preference pairs
-              + mean over the step's constraint rows of weight x per-token NLL of the completion.
+              + sft_weight x mean per-token NLL of their chosen answers (RPO)
+              + mean over the step's constraint rows of weight x NLL of the completion.
 DPO teaches the rule where it applies (chosen = revised answer, rejected = the old one); the
-NLL term pins the adapter to the model's own old answers on prompts outside the rule's domain,
-which is what keeps a learned rule from showing up everywhere (C3PO, "RLVF: Learning from
-Verbal Feedback without Overgeneralization", 2024).
+NLL on the chosen answers keeps DPO from lowering both answers' likelihood, the usual way a
+small preference set breaks a model; the constraint term pins the adapter to the model's own
+old answers on prompts outside the rule's domain, which is what keeps a learned rule from
+showing up everywhere (C3PO, "RLVF: Learning from Verbal Feedback without Overgeneralization",
+2024). The guard (adapters.guard) measures drift on held-out general prompts and degeneration
+during the run and stops one that goes wrong before anything is written.
 
 Mixing: each step takes `pairs_per_step` pairs and an equal share of the constraint rows,
 ceil(constraints / steps per epoch), walked through a fresh shuffle each epoch. Every step
@@ -16,7 +20,7 @@ epoch. With 20 pairs and 40 constraint rows that is one pair and two constraint 
 The reference model of DPO is the base model itself: the same weights with the LoRA adapter
 disabled. It never changes, so its log-probs are computed once before the first step.
 
-`train()` reads top to bottom: data -> model -> reference log-probs -> loop -> save.
+`train()` reads top to bottom: data -> model -> reference log-probs -> guard -> loop -> save.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from tqdm.auto import tqdm
 
 from adapters.files import read_jsonl
 from adapters.generate import render_prompt, to_messages
-from adapters.losses import combined_loss, constraint_nll, dpo_loss, sequence_logps
+from adapters.guard import Guard, TrainingStopped
+from adapters.losses import combined_loss, constraint_nll, dpo_loss, sequence_logps, sequence_mean_nll
 from adapters.model import load_model
 from adapters.train_config import TrainConfig
 
@@ -48,6 +53,7 @@ class TrainResult:
     final_dpo: float
     final_nll: float
     final_accuracy: float
+    guard: list[dict] | None = None  # every drift / degeneration check (adapters.guard)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,10 +223,16 @@ def train(cfg: TrainConfig, preferences: list[dict], constraints: list[dict], ou
             logps = sequence_logps(forward_logits(model, batch), batch["input_ids"], batch["loss_mask"])
             ref_chosen[i], ref_rejected[i] = logps[0], logps[1]
 
-    # 4. The loop: one forward pass per step over [chosen..., rejected..., constraint rows...].
+    # 4. The guard: the base model's answers to held-out general prompts, to measure drift on.
+    guard = None
+    if cfg.guard_every:
+        guard = Guard.build(model, tok, device, [last_user(p["messages"]) for p in pairs], [p["chosen"] for p in pairs], cfg)
+
+    # 5. The loop: one forward pass per step over [chosen..., rejected..., constraint rows...].
     plan = step_plan(len(pairs), len(cons), cfg, rng)
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
-    curve = {k: [] for k in ("loss", "dpo", "nll", "margin", "accuracy", "chosen_reward", "rejected_reward", "lr", "elapsed")}
+    curve = {k: [] for k in ("loss", "dpo", "sft", "nll", "margin", "accuracy", "chosen_reward", "rejected_reward",
+                             "lr", "elapsed")}
     model.train()
     start = time.perf_counter()
     bar = tqdm(plan, desc="train", unit="step", disable=not progress)
@@ -236,9 +248,10 @@ def train(cfg: TrainConfig, preferences: list[dict], constraints: list[dict], ou
 
         policy = sequence_logps(logits[: 2 * n], ids[: 2 * n], mask[: 2 * n])
         dpo = dpo_loss(policy[:n], policy[n:], ref_chosen[pair_idx], ref_rejected[pair_idx], cfg.beta)
+        sft = sequence_mean_nll(logits[:n], ids[:n], mask[:n]).mean()
         nll = constraint_nll(logits[2 * n:], ids[2 * n:], mask[2 * n:], cons_w[cons_idx],
                              cfg.constraint_reduction) if cons_idx else 0.0
-        loss = combined_loss(dpo.loss, nll)
+        loss = combined_loss(dpo.loss, nll) + cfg.sft_weight * sft
 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -246,7 +259,7 @@ def train(cfg: TrainConfig, preferences: list[dict], constraints: list[dict], ou
             torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         optimizer.step()
 
-        record = {"loss": loss.item(), "dpo": dpo.loss.mean().item(),
+        record = {"loss": loss.item(), "dpo": dpo.loss.mean().item(), "sft": sft.item(),
                   "nll": nll.item() if torch.is_tensor(nll) else nll,
                   "margin": dpo.margins.mean().item(), "accuracy": dpo.accuracies.mean().item(),
                   "chosen_reward": dpo.chosen_rewards.mean().item(),
@@ -255,10 +268,19 @@ def train(cfg: TrainConfig, preferences: list[dict], constraints: list[dict], ou
         for k, v in record.items():
             curve[k].append(v)
         bar.set_postfix(loss=f"{record['loss']:.3f}", margin=f"{record['margin']:.2f}", nll=f"{record['nll']:.3f}")
+        if guard is not None and ((step + 1) % cfg.guard_every == 0 or step + 1 == len(plan)):
+            try:
+                check = guard.check(model, step + 1, last=step + 1 == len(plan))
+            except TrainingStopped as stop:
+                bar.close()
+                write_stopped(out_dir, cfg, curve, guard.history, str(stop))
+                raise
+            if "drift" in check:
+                bar.set_postfix(loss=f"{record['loss']:.3f}", margin=f"{record['margin']:.2f}", drift=f"{check['drift']:.2f}")
     bar.close()
     seconds = time.perf_counter() - start
 
-    # 5. Save: the PEFT adapter (safetensors only), its config, and the loss curve.
+    # 6. Save: the PEFT adapter (safetensors only), its config, and the loss curve.
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     (out_dir / "training_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -267,19 +289,31 @@ def train(cfg: TrainConfig, preferences: list[dict], constraints: list[dict], ou
     result = TrainResult(out_dir=out_dir, steps=len(plan), seconds=seconds,
                          pairs_per_second=len(pairs) * cfg.epochs / seconds if seconds else float("inf"),
                          final_loss=tail["loss"], final_dpo=tail["dpo"], final_nll=tail["nll"],
-                         final_accuracy=tail["accuracy"])
+                         final_accuracy=tail["accuracy"], guard=guard.history if guard else None)
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
     summary.update(base_model=loaded.model_id, device=str(device), dtype=str(loaded.dtype),
                    pairs=len(pairs), constraint_rows=len(cons),
                    constraint_rows_per_step=len(plan[0][1]) if plan else 0)
     legend = {"loss": "total loss of the step", "dpo": "mean DPO loss of its pairs",
+              "sft": "mean NLL per token of its chosen answers (weighted by sft_weight in the loss)",
               "nll": "weighted constraint NLL term (0 for plain DPO)", "margin": "mean reward margin, chosen - rejected",
               "accuracy": "share of pairs with a positive margin", "lr": "learning rate used",
               "elapsed": "seconds since the first step, at the end of this one"}
     (out_dir / "loss_curve.json").write_text(
-        json.dumps({"summary": summary, "legend": legend, "steps": curve}, indent=1) + "\n")
+        json.dumps({"summary": summary, "legend": legend, "steps": curve, "guard": result.guard}, indent=1) + "\n")
     plot_curve(curve, out_dir / "loss_curve.png", steps_per_epoch=last)
     return result
+
+
+def last_user(messages: list[dict]) -> str:
+    return next((m["content"] for m in reversed(messages) if m.get("role") == "user" and isinstance(m.get("content"), str)), "")
+
+
+def write_stopped(out_dir: Path, cfg: TrainConfig, curve: dict, checks: list[dict], message: str) -> None:
+    """What a stopped run leaves: its reason, curve and checks in training_stopped.json, no adapter."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "training_stopped.json").write_text(json.dumps(
+        {"message": message, "config": asdict(cfg), "guard": checks, "steps": curve}, indent=1) + "\n")
 
 
 def plot_curve(curve: dict[str, list[float]], path: Path, steps_per_epoch: int | None = None) -> None:
@@ -295,6 +329,8 @@ def plot_curve(curve: dict[str, list[float]], path: Path, steps_per_epoch: int |
     left, right = fig.subplots(1, 2)
     left.plot(steps, curve["loss"], label="total")
     left.plot(steps, curve["dpo"], label="DPO")
+    if any(curve.get("sft", [])):
+        left.plot(steps, curve["sft"], label="chosen NLL / token")
     if any(curve["nll"]):
         left.plot(steps, curve["nll"], label="weighted NLL")
     left.set_xlabel("step")

@@ -35,9 +35,21 @@ class TrainConfig:
     dropout: float = _f(0.0, "LoRA dropout (0 keeps step 0 exactly equal to the reference).")
     target_modules: list = _f(LLAMA_LINEAR_MODULES, "Module names LoRA wraps: all linear layers but lm_head.")
     pairs_per_step: int = _f(1, "Preference pairs per optimiser step.")
-    constraint_weight: float = _f(0.2, "Weight of a constraint row that gives none.")
-    constraint_reduction: str = _f("mean", "Constraint NLL per row: 'mean' per answer token or 'sum' over "
-                                   "them (DPO's scale; see adapters.losses.constraint_nll).")
+    sft_weight: float = _f(1.0, "Weight of the NLL (mean per token) of the chosen answers beside DPO (RPO; TRL's "
+                           "loss_type=['sigmoid', 'sft']): DPO alone may lower both answers' likelihood and break "
+                           "the model; 0 turns it off.")
+    constraint_weight: float = _f(0.06, "Weight of a constraint row that gives none (the refinement job's "
+                                  "out-of-scope weight).")
+    constraint_reduction: str = _f("sum", "Constraint NLL per row: 'sum' over the answer tokens (DPO's scale, "
+                                   "so a changed first token costs what DPO gains from it) or 'mean' per token "
+                                   "(the C3PO paper's; see adapters.losses.constraint_nll).")
+    guard_every: int = _f(8, "Check drift and degeneration every this many steps, and after the last (0: never).")
+    drift_limit: float = _f(0.35, "Stop when this share of the base model's answer tokens on held-out general "
+                            "prompts are no longer the adapter's first choice (adapters.guard).")
+    allow_drift: bool = _f(False, "Record a drift or degeneration past the limits and train on instead of stopping.")
+    guard_prompts: int = _f(8, "Held-out general prompts the drift is measured on.")
+    guard_tokens: int = _f(32, "Tokens of each base answer the drift is measured on, and of the answers checked "
+                           "for degeneration.")
     max_length: int = _f(512, "Longest prompt + answer in tokens; answers beyond it are cut.")
     max_prompt_length: int = _f(384, "Longest prompt in tokens; longer prompts keep their end.")
     grad_clip: float = _f(1.0, "Clip the gradient norm to this (0 turns clipping off).")
@@ -49,7 +61,12 @@ class TrainConfig:
             raise ValueError(f"constraint_reduction must be 'mean' or 'sum', not {self.constraint_reduction!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
-        for name in ("epochs", "rank", "pairs_per_step", "max_length", "max_prompt_length"):
+        if not 0 < self.drift_limit <= 1:
+            raise ValueError("drift_limit is a share of tokens, in (0, 1]")
+        if self.sft_weight < 0 or self.guard_every < 0:
+            raise ValueError("sft_weight and guard_every must be >= 0")
+        for name in ("epochs", "rank", "pairs_per_step", "max_length", "max_prompt_length", "guard_prompts",
+                     "guard_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_prompt_length >= self.max_length:

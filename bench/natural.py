@@ -7,7 +7,7 @@
     python bench/natural.py --teacher local --force-llm       # the embedded 135M model as classifier
 
 Runs `refinery mine` (the command, in a subprocess) with `--detector rules` and `--detector
-encoder` on bench/data/natural_labelled.jsonl and scores every labelled turn: polarity accuracy,
+encoder` on bench/data/natural_labelled.jsonl and natural_final.jsonl and scores every labelled turn: polarity accuracy,
 per-category precision / recall / F1 and macro-F1 over the six categories, principle precision /
 recall, and the token F1 of the span where both gold and prediction have one. Every predicted
 span is also checked to be a verbatim substring of its turn.
@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from policies.natural import CATEGORIES  # noqa: E402
 
 DATA = ROOT / "bench" / "data" / "natural_labelled.jsonl"
+FINAL = ROOT / "bench" / "data" / "natural_final.jsonl"  # the `final` split, in a file of its own
 RESULTS = ROOT / "bench" / "results" / "natural.json"
 SPLITS = ("heldout2", "test", "final")
 
@@ -89,7 +90,8 @@ def score(pairs: list[tuple[dict, dict, str]]) -> dict:
 
 
 def load_rows(split: str = "all") -> list[dict]:
-    rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for path in (DATA, FINAL) if path.exists()
+            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [r for r in rows if split == "all" or r["split"] == split]
 
 

@@ -58,11 +58,16 @@ def train_cmd(
     alpha: Optional[int] = typer.Option(None, "--alpha", min=1, help="LoRA alpha (default 32)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed (default 0)."),
     constraint_reduction: Optional[str] = typer.Option(
-        None, "--constraint-reduction", help="Constraint NLL per row: 'mean' per token (default) or 'sum' "
-        "(what the refinement job uses, with its rows weighted 0.03 near-scope / 0.06 out-of-scope)."),
+        None, "--constraint-reduction", help="Constraint NLL per row: 'sum' over its tokens (default, the "
+        "refinement job's) or 'mean' per token."),
+    sft_weight: Optional[float] = typer.Option(None, "--sft-weight", help="Weight of the chosen answers' NLL (default 1.0; 0: plain DPO)."),
+    drift_limit: Optional[float] = typer.Option(None, "--drift-limit", help="Stop past this drift (default 0.35)."),
+    allow_drift: bool = typer.Option(False, "--allow-drift", help="Train on past the drift and degeneration limits."),
     model: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
 ) -> None:
-    """Train a LoRA adapter: DPO on the pairs plus weighted NLL on the constraint completions."""
+    """Train a LoRA adapter: DPO + NLL on the chosen answers, weighted NLL on the constraint completions,
+    and a guard that stops a run that drifts or degenerates (exit status 3, no adapter written)."""
+    from adapters.guard import TrainingStopped
     from adapters.train import train_files
     from adapters.train_config import TrainConfig
 
@@ -71,16 +76,22 @@ def train_cmd(
             _fail(f"{path}: no such file")
     # Only the options given override the dataclass, so its defaults stay the one source.
     given = dict(epochs=epochs, lr=lr, beta=beta, rank=rank, alpha=alpha, seed=seed,
-                 constraint_reduction=constraint_reduction)
+                 constraint_reduction=constraint_reduction, sft_weight=sft_weight, drift_limit=drift_limit,
+                 allow_drift=allow_drift or None)
     try:
         cfg = TrainConfig(model=model, **{k: v for k, v in given.items() if v is not None})
         result = train_files(cfg, preferences, constraint, out, model_cache_dir())
     except ValueError as e:
         _fail(str(e))
+    except TrainingStopped as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(3)
+    worst = max((c["drift"] for c in result.guard or [] if "drift" in c), default=None)
     typer.echo(
         f"trained {result.steps} steps in {result.seconds:.1f} s ({result.pairs_per_second:.2f} pairs/s); "
         f"last-epoch loss {result.final_loss:.4f} (DPO {result.final_dpo:.4f}, NLL {result.final_nll:.4f}), "
-        f"accuracy {result.final_accuracy:.2f}; adapter in {result.out_dir}"
+        f"accuracy {result.final_accuracy:.2f}"
+        + (f"; drift at most {worst:.2f}" if worst is not None else "") + f"; adapter in {result.out_dir}"
     )
 
 

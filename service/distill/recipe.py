@@ -20,7 +20,7 @@ from policies.synthesis import SynthesisConfig
 
 RECIPE = {"synthesis": {"prefer_minimal_edit": True, "near_weight": 0.03, "out_weight": 0.06,
                         "n_near_scope": 40, "n_out_of_scope": 40},
-          "train": {"constraint_reduction": "sum"}, "gate": {}}
+          "train": {}, "gate": {}}  # `refinery train`'s defaults (adapters.train_config) are the job's
 SECTIONS = ("synthesis", "train", "gate")
 
 

@@ -151,11 +151,11 @@ def test_word_edit_distance():
 
 # -- the gate on hand-built reports ------------------------------------------------------------
 
-def _cond(name, kind, rates, base_rates=(0.0, 0.0, 0.0), edit=0.1, unparseable=0):
+def _cond(name, kind, rates, base_rates=(0.0, 0.0, 0.0), edit=0.1, unparseable=0, identical=0.9):
     scopes = {}
     for s, r, b in zip(("in_scope", "near_scope", "out_of_scope"), rates, base_rates):
         scopes[s] = ScopeScore(n=10, hits=round(r * 10), rate=r, base_rate=b, excess=max(0.0, r - b),
-                               unparseable=unparseable, changed=0.5, edit_distance=edit)
+                               unparseable=unparseable, changed=1 - identical, identical=identical, edit_distance=edit)
     return ConditionResult(name=name, kind=kind, scopes=scopes, answers={}, seconds=1.0)
 
 
@@ -198,6 +198,17 @@ def test_gate_limits_are_relative_to_the_base_model_unless_told_otherwise():
     assert not gate(rep, GateThresholds(relative_to_base=False))[0]
     assert not gate(_report((0.9, 0.0, 0.0), edit=0.8), GateThresholds(max_out_of_scope_edit_distance=0.5))[0]
     assert not gate(_report((0.9, 0.0, 0.0)), candidate="missing")[0]
+
+
+def test_gate_fails_an_adapter_that_rewrites_answers_outside_its_scope():
+    # The marker kept out (0.00 out of scope) but every unrelated answer rewritten: C3PO's
+    # constraint exists to leave those as the base model wrote them.
+    passed, reasons = gate(_report((0.9, 0.0, 0.0), identical=0.1))
+    assert not passed and "fail: out-of-scope answers identical to base 0.10 >= 0.80" in reasons
+    assert gate(_report((0.9, 0.0, 0.0), identical=0.1), GateThresholds(min_identical_out_of_scope=None))[0]
+    passed, reasons = gate(_report((0.9, 0.0, 0.0), identical=0.7), GateThresholds(min_identical_out_of_scope=0.6,
+                                                                                   min_identical_near_scope=0.75))
+    assert not passed and any(r.startswith("fail: near-scope answers identical") for r in reasons)
 
 
 def test_a_peft_model_keeps_its_own_adapter(tiny_model_dir, model_cache, tmp_path):
