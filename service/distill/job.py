@@ -1,9 +1,10 @@
-"""One refinement job: approved adapter-mode principles -> C3PO data -> one LoRA adapter that
-distils all of them -> evaluation per principle -> a registered candidate (and, if the gate
-passes and the operator allows it, a canary or a promotion through the rollout's one path).
+"""One refinement job: approved adapter-mode principles -> C3PO data, users' corrections -> ILF
+pairs (service.distill.corrections) -> one LoRA adapter that distils all of them -> evaluation
+per principle and of the corrections -> a registered candidate (and, if every gate passes and the
+operator allows it, a canary or a promotion through the rollout's one path).
 
-One adapter carries every approved adapter-mode principle, so a new version never drops a rule
-an older version had learned. Each stage leaves its output on disk (data sets per principle,
+One adapter carries every approved adapter-mode principle and every correction no operator
+rejected, so a new version never drops what an older version had learned. Each stage leaves its output on disk (data sets per principle,
 keyed by the principle's content; the adapter, the reports and the registration in the job's
 directory), and a resumed job skips every stage whose output is already there. The compute is
 service.distill.pipeline's; this module keeps what it makes and registers the result.
@@ -28,6 +29,7 @@ from policies.encoder import load_encoder
 from policies.scope_model import ScopeModels
 from policies.synthesis import SynthesisResult
 from policies.text import last_user_text
+from service.distill.corrections import content_hash, correction_rows, evaluate_corrections, report_markdown
 from service.distill.pipeline import (build_dataset, corpus_prompts, evaluate, report_table, train_adapter,
                                      training_rows)
 from service.distill.recipe import Recipe
@@ -88,8 +90,9 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
         # Resumed after the adapter was registered: only what follows registration is left.
         return _after_registration(settings, book, registry, job, json.loads(marker.read_text()))
     new, carried = select_principles(book, job["principle_ids"])
-    if not new:
-        return {"principles": [], "note": "no approved adapter-mode principle is waiting to be distilled"}
+    waiting = store.corrections.waiting() if not job["principle_ids"] else 0
+    if not new and not waiting:
+        return {"principles": [], "note": "no approved adapter-mode principle and no correction is waiting to be distilled"}
     recipe = Recipe.from_params(job["params"], model=settings.model)
     work.mkdir(parents=True, exist_ok=True)
 
@@ -144,14 +147,30 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
         result.write(ddir)
         store.jobs.record_dataset(result.content_hash, p["id"], job["id"], result.counts, str(ddir))
         datasets[p["id"]] = result
+    # Corrections: one pair per corrected request, anchored by the base model's own answers.
+    corr_path = work / "corrections.json"
+    if corr_path.exists():
+        corrections = json.loads(corr_path.read_text())
+    else:
+        stage("corrections")
+        syn = recipe.synthesis
+        corrections = correction_rows(store.corrections.trainable(), encoder, models.corpus, evaluation,
+                                      base_generate_fn if active is not None else generate_fn,
+                                      n_out=syn.n_out_of_scope, near_weight=syn.near_weight,
+                                      out_weight=syn.out_weight, max_tokens=syn.max_new_tokens, seed=syn.seed)
+        write_atomic(corr_path, json.dumps(corrections, ensure_ascii=False))
     if active is not None:
         model = model.unload()  # the plain base again, for training's reference and evaluation
 
     preferences, constraints = training_rows(datasets)
+    preferences += corrections["pairs"]
+    constraints += corrections["constraints"]
     if not preferences:
         raise RuntimeError("no preference pair survived verification: " +
-                           "; ".join(f"{pid}: {d.counts}" for pid, d in datasets.items()))
-    data_hash = hashlib.sha256("".join(sorted(d.content_hash for d in datasets.values())).encode()).hexdigest()
+                           "; ".join(f"{pid}: {d.counts}" for pid, d in datasets.items())
+                           + f"; corrections: {corrections['counts']}")
+    hashes = sorted(d.content_hash for d in datasets.values()) + ([content_hash(corrections)] if corrections["pairs"] else [])
+    data_hash = hashlib.sha256("".join(hashes).encode()).hexdigest()
 
     # 2. One adapter for every carried principle. Keyed by the data: a job resumed after a
     # principle was edited (new data sets) trains again rather than reusing the old adapter.
@@ -188,6 +207,19 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
         report.write(rdir, verdict)
         reports[p["id"]] = json.loads((rdir / "report.json").read_text())
         passed_all &= verdict[0]
+    corrections_report = None
+    if corrections["pairs"] and corrections["evaluation"]:
+        rdir = work / "reports" / key / "corrections"
+        if (rdir / "report.json").exists():
+            corrections_report = json.loads((rdir / "report.json").read_text())
+        else:
+            stage("evaluate corrections")
+            corrections_report = evaluate_corrections(model, tok, adapter_dir, corrections["evaluation"], recipe.gate,
+                                                      progress=progress)
+            rdir.mkdir(parents=True, exist_ok=True)
+            (rdir / "report.md").write_text(report_markdown(corrections_report), encoding="utf-8")
+            write_atomic(rdir / "report.json", json.dumps(corrections_report, ensure_ascii=False, indent=1))
+        passed_all &= corrections_report["gate"]["passed"]
 
     # 4. Register (once, even if the job is resumed after this point: a version this job
     # registered from this data before a crash is found again rather than registered twice).
@@ -198,13 +230,19 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
         version_id = mine[-1].version_id
     else:
         summary = {pid: {"gate": r["gate"], "table": report_table(r)} for pid, r in reports.items()}
+        if corrections_report is not None:
+            summary["corrections"] = {"gate": corrections_report["gate"], "adoption": corrections_report["adoption"],
+                                      "identical": {k: v["identical"] for k, v in corrections_report["scopes"].items()}}
         version_id = registry.register(adapter_dir, settings.default_adapter, principles=[p["id"] for p in carried],
                                        dataset_hash=data_hash, report={"gate_passed": passed_all, "principles": summary},
                                        notes=f"refinement job {job['id']}", actor=f"job:{job['id']}")
+    report_paths = {pid: str(work / "reports" / key / pid / "report.md") for pid in reports}
+    if corrections_report is not None:
+        report_paths["corrections"] = str(work / "reports" / key / "corrections" / "report.md")
     state = {"version": version_id, "principles": [p["id"] for p in carried], "new": [p["id"] for p in new],
-             "gate_passed": passed_all, "dataset_hash": data_hash,
-             "data": {pid: d.counts for pid, d in datasets.items()},
-             "reports": {pid: str(work / "reports" / key / pid / "report.md") for pid in reports}}
+             "corrections": corrections["ids"], "corrections_seen": corrections.get("seen", []), "gate_passed": passed_all, "dataset_hash": data_hash,
+             "data": {"principles": {pid: d.counts for pid, d in datasets.items()}, "corrections": corrections["counts"]},
+             "reports": report_paths}
     write_atomic(marker, json.dumps(state))
     return _after_registration(settings, book, registry, job, state)
 
@@ -216,6 +254,7 @@ def _after_registration(settings: Settings, book: PrincipleBook, registry: Regis
     version_id, passed_all, actor = state["version"], state["gate_passed"], f"job:{job['id']}"
     for pid in state["new"]:
         book.mark_distilled(pid, version_id, actor)
+    book.store.corrections.mark_distilled(state.get("corrections_seen", []), version_id)
     status = registry.show(version_id).status
     action = "left as candidate"
     rollout = Lifecycle.offline(registry)
@@ -230,5 +269,5 @@ def _after_registration(settings: Settings, book: PrincipleBook, registry: Regis
         rollout.promote(version_id, actor=actor, reason="passed its gate")
         action = "promoted"
     return {"version": version_id, "principles": state["principles"], "new": state["new"],
-            "gate_passed": passed_all, "action": action, "dataset_hash": state["dataset_hash"],
+            "corrections": state.get("corrections", []), "gate_passed": passed_all, "action": action, "dataset_hash": state["dataset_hash"],
             "data": state["data"], "reports": state["reports"]}

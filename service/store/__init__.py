@@ -2,7 +2,7 @@
 file (sqlite-utils). The only package of the service that holds SQL.
 
 `Store(path)` opens (and migrates) the database and groups its queries by concept:
-`store.exchanges`, `store.feedback`, `store.natural`, `store.failures`, `store.principles`,
+`store.exchanges`, `store.feedback`, `store.corrections`, `store.natural`, `store.failures`, `store.principles`,
 `store.jobs`, `store.outcomes`. `store.db` is the calling thread's sqlite-utils connection and
 `store.atomic()` a write transaction, for code that must group writes of several repositories.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from service.store.corrections import Corrections
 from service.store.db import MIGRATIONS, Database, atomic, new_id, transcript_hash
 from service.store.exchanges import Exchanges
 from service.store.feedback import Feedback, LLMFailures, NaturalFeedback
@@ -24,6 +25,7 @@ class Store(Database):
         super().__init__(path)
         self.exchanges = Exchanges(self)
         self.feedback = Feedback(self)
+        self.corrections = Corrections(self)
         self.natural = NaturalFeedback(self)
         self.failures = LLMFailures(self)
         self.principles = Principles(self)

@@ -206,6 +206,11 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE natural_feedback ADD COLUMN labelled_by TEXT;
     """,
+    # 6: corrections as training data: an operator may reject one; the version that learned it
+    """
+    ALTER TABLE feedback ADD COLUMN correction_status TEXT;
+    ALTER TABLE feedback ADD COLUMN correction_distilled TEXT;
+    """,
 ]
 
 JSON_COLUMNS = {"messages", "params", "metadata", "principles_applied", "checks", "evidence", "votes", "before",

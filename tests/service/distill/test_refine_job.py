@@ -54,7 +54,7 @@ def test_job_distils_an_approved_principle_into_a_candidate(env):
     # The job's recipe (service.distill.recipe.RECIPE) under the params given.
     trained = json.loads((settings.data_dir / "jobs" / job["id"] / f"adapter-{key}" / "training_config.json").read_text())
     assert trained["constraint_reduction"] == "sum" and trained["epochs"] == 1
-    counts = result["data"][p["id"]]
+    counts = result["data"]["principles"][p["id"]]
     assert counts and sum(counts.values()) > 0
     [ds] = list(store.db.query("SELECT * FROM datasets"))
     assert ds["principle_id"] == p["id"]

@@ -1,0 +1,77 @@
+"""Corrections in the refinement job, on the tiny model: pairs from corrections (a rejected one
+never trains, a repeated one is merged), anchors from the corpus, a corrections report the gate
+reads, and the corrections marked with the version that learned them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from service.store import new_id
+
+SMALL = {"synthesis": {"n_out_of_scope": 6, "max_new_tokens": 8}, "train": {"epochs": 1}}
+
+
+def corrected(store, i, request, response, correction):
+    cid = f"cmpl-{i}"
+    store.exchanges.start({"id": cid, "created": float(i), "conversation_id": f"conv-{i}", "parent_id": None,
+                           "messages": [{"role": "user", "content": request}], "status": "running", "model": "m",
+                           "adapter_version": None, "params": {}, "stream": 0})
+    store.exchanges.finish(cid, response=response, finish_reason="stop", status="ok", prompt_tokens=3,
+                           completion_tokens=5, latency_ms=1.0, ttft_ms=1.0)
+    fid = new_id("fb-")
+    store.feedback.add({"id": fid, "created": 100.0 + i, "completion_id": cid, "conversation_id": f"conv-{i}",
+                        "thumb": "down", "correction": correction})
+    return fid
+
+
+@pytest.fixture()
+def env(tmp_path, tiny_model_dir, model_cache, semantic_models):
+    from service.settings import Settings
+    from service.store import Store
+
+    settings = Settings(data_dir=tmp_path, model=str(tiny_model_dir), model_cache=model_cache, _env_file=None,
+                        teacher="none")
+    return settings, Store(settings.db_path)
+
+
+def test_job_learns_corrections_and_never_a_rejected_one(env):
+    from service.distill.worker import JobQueue, run_worker
+
+    settings, store = env
+    canberra = corrected(store, 1, "What is the capital of Australia?", "Sydney.", "The capital of Australia is Canberra.")
+    old = corrected(store, 2, "When does Riverside Dental open on Saturdays?", "At 10am.", "At 8am.")
+    newer = corrected(store, 3, "When does Riverside Dental open on Saturdays?", "At 10am.", "We open at 9am on Saturdays.")
+    bad = corrected(store, 4, "Who wrote Hamlet?", "Shakespeare.", "Christopher Marlowe wrote it.")
+    store.corrections.review(bad, "rejected", "ana", "Hamlet is Shakespeare's")
+    assert store.corrections.waiting() == 3
+
+    JobQueue(store).enqueue(None, "test", SMALL)
+    [done] = run_worker(settings, progress=False)
+    assert done["status"] == "succeeded", done["error"]
+    result = done["result"]
+    assert sorted(result["corrections"]) == sorted([canberra, newer])
+    counts = result["data"]["corrections"]
+    assert counts["used"] == 2 and counts["pairs"] == 2 and counts["out_rows"] > 0 and counts["near_rows"] > 0
+    assert counts["dropped"] == {f"a later correction of the same request ({newer})": 1}
+
+    work = settings.data_dir / "jobs" / done["id"]
+    data = json.loads((work / "corrections.json").read_text())
+    chosen = {p["chosen"] for p in data["pairs"]}
+    assert chosen == {"The capital of Australia is Canberra.", "We open at 9am on Saturdays."}  # never Marlowe
+    assert {p["rejected"] for p in data["pairs"]} == {"Sydney.", "At 10am."}
+    [report_md] = list(work.glob("reports/*/corrections/report.md"))
+    report = json.loads((report_md.parent / "report.json").read_text())
+    assert {r["terms"][0] for r in report["corrections"]} == {"canberra", "9am"}
+    assert report["scopes"]["out_of_scope"]["n"] > 0 and report["gate"]["reasons"]
+    # A random tiny model adopts nothing: the gate says so, and the version stays a candidate.
+    assert not report["gate"]["passed"] and not result["gate_passed"]
+    assert any(r.startswith("fail: corrections adopted") for r in report["gate"]["reasons"])
+
+    assert store.corrections.waiting() == 0
+    learned = {r["id"]: r["distilled_version"] for r in store.corrections.list()}
+    assert learned[canberra] == learned[newer] == result["version"] and learned[bad] is None
+    JobQueue(store).enqueue(None, "test", SMALL)
+    [idle] = run_worker(settings, progress=False)
+    assert idle["result"]["principles"] == [] and "no correction" in idle["result"]["note"]
