@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from adapters.model import load_model
 from adapters.runtime import set_threads
 from policies.teacher import is_capable
-from service.api import adapters, conversations, errors, feedback, jobs, natural, ops, openai, principles
+from service.api import adapters, conversations, corrections, errors, feedback, jobs, natural, ops, openai, principles
 from service.api.middleware import BodyLimit, count_requests
 from service.distill.worker import JobScheduler
 from service.learn.analyst import Analyst
@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.middleware("http")(count_requests(metrics))
-    for module in (ops, openai, feedback, principles, natural, conversations, jobs, adapters):
+    for module in (ops, openai, feedback, principles, natural, corrections, conversations, jobs, adapters):
         app.include_router(module.router)
     metrics.registry.register(OutcomeCollector(lambda: getattr(app.state, "store", None)))
     metrics.registry.register(EngineCollector(lambda: getattr(app.state, "engine", None)))

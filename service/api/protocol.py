@@ -224,3 +224,13 @@ class NaturalLabel(BaseModel):
     polarity: Literal["negative", "positive", "neutral"] | None = Field(
         None, description="Default: the category's (clarification: neutral; negative when it doubts the answer).")
     principle: bool = Field(False, description="The turn states a standing rule for future answers.")
+
+
+class CorrectionReview(BaseModel):
+    """An operator's verdict on a user's correction: a rejected one never trains."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["accepted", "rejected"]
+    reason: str | None = Field(None, min_length=1, max_length=1000)
+    actor: str | None = Field(None, min_length=1, max_length=64,
+                              description="Who, for the audit log (default: the operator the admin key acts as).")

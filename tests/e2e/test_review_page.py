@@ -153,3 +153,36 @@ def test_operator_writes_a_principle_previews_its_scope_and_corrects_a_label(ser
     page.wait_for_function("document.querySelector('[data-testid=status]').textContent === 'Label saved'")
     verdict = next(n for n in admin(server, "GET", "/admin/natural-feedback")["data"] if n["follow_up_id"] == follow["id"])
     assert verdict["category"] == "aware_with_correction" and verdict["labelled_by"] == "review-page"
+
+
+def test_operator_rejects_a_correction_by_clicking(server, page):
+    first = chat(server, [{"role": "user", "content": "What is the capital of Australia?"}])
+    other = chat(server, [{"role": "user", "content": "How many legs has a spider?"}])
+    fb = httpx.post(server.url + "/v1/feedback", json={"completion_id": first["id"], "thumb": "down",
+                                                        "correction": "Canberra is the capital of Australia."},
+                    timeout=60).json()
+    kept = httpx.post(server.url + "/v1/feedback", json={"completion_id": other["id"], "correction": "Eight."},
+                      timeout=60).json()
+
+    page.goto(server.url + "/review")
+    page.fill("[data-testid=admin-key]", ADMIN)
+    page.fill("[data-testid=operator]", "ana")
+    page.click("[data-testid=refresh]")
+    row = page.locator(f"[data-testid=correction][data-id='{fb['id']}']")
+    row.wait_for()
+    assert page.locator("[data-testid=correction]").count() == 2
+    assert "What is the capital of Australia?" in row.inner_text()
+    assert "Canberra is the capital of Australia." in row.inner_text()
+    assert row.locator("[data-testid=correction-status]").inner_text() == "accepted"
+    assert row.locator("[data-testid=correction-accept]").is_disabled()
+
+    row.locator("[data-testid=correction-reject]").click()
+    page.wait_for_function(
+        "id => (document.querySelector(`[data-testid=correction][data-id='${id}'] [data-testid=correction-status]`) || {}).innerText === 'rejected'",
+        arg=fb["id"])
+    assert page.locator("[data-testid=status]").inner_text() == "Correction rejected"
+    statuses = {c["id"]: c["status"] for c in admin(server, "GET", "/admin/corrections")["data"]}
+    assert statuses == {fb["id"]: "rejected", kept["id"]: "accepted"}
+    [entry] = admin(server, "GET", "/admin/audit", params={"object_id": fb["id"]})["data"]
+    assert (entry["action"], entry["actor"]) == ("reject", "ana (review page)")
+    assert page.locator(f"[data-testid=correction][data-id='{fb['id']}'] [data-testid=correction-reject]").is_disabled()
