@@ -19,7 +19,7 @@ _SELECT = ("SELECT f.id, f.created, f.completion_id, f.conversation_id, f.correc
            "f.user, COALESCE(f.correction_status, 'accepted') AS status, f.correction_distilled AS distilled_version, "
            "c.messages AS messages, c.response AS response, c.adapter_version AS adapter_version "
            "FROM feedback f JOIN completions c ON c.id = f.completion_id "
-           "WHERE TRIM(COALESCE(f.correction, '')) != ''")
+           "WHERE TRIM(COALESCE(f.correction, ''), ' ' || char(9) || char(10) || char(13)) != ''")
 
 
 class Corrections(Repository):
@@ -40,7 +40,7 @@ class Corrections(Repository):
 
     def waiting(self) -> int:
         """Trainable corrections no adapter version has learned yet."""
-        row = self.database.one("SELECT COUNT(*) AS n FROM feedback WHERE TRIM(COALESCE(correction, '')) != '' "
+        row = self.database.one("SELECT COUNT(*) AS n FROM feedback WHERE TRIM(COALESCE(correction, ''), ' ' || char(9) || char(10) || char(13)) != '' "
                                 "AND COALESCE(correction_status, 'accepted') != 'rejected' "
                                 "AND correction_distilled IS NULL")
         return row["n"]

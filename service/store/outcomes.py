@@ -23,7 +23,7 @@ SELECT COALESCE(c.adapter_version, 'base') AS version,
        SUM(EXISTS(SELECT 1 FROM natural_feedback n WHERE n.completion_id = c.id AND n.polarity = 'negative')) AS natural_negative,
        SUM(EXISTS(SELECT 1 FROM feedback f WHERE f.completion_id = c.id AND f.thumb = 'down')
            OR EXISTS(SELECT 1 FROM natural_feedback n WHERE n.completion_id = c.id AND n.polarity = 'negative')) AS negative,
-       SUM(EXISTS(SELECT 1 FROM feedback f WHERE f.completion_id = c.id AND TRIM(COALESCE(f.correction, '')) != '')
+       SUM(EXISTS(SELECT 1 FROM feedback f WHERE f.completion_id = c.id AND TRIM(COALESCE(f.correction, ''), ' ' || char(9) || char(10) || char(13)) != '')
            OR EXISTS(SELECT 1 FROM natural_feedback n WHERE n.completion_id = c.id
                      AND n.category = 'aware_with_correction')) AS corrections,
        COUNT(c.completion_tokens) AS measured_answers,

@@ -105,8 +105,6 @@ def test_the_verdict_survives_reopening_the_file(store):
     assert [r["id"] for r in reopened.corrections.trainable()] == ["f2", "f3"]
 
 
-@pytest.mark.xfail(strict=True, reason="the store's TRIM() strips spaces only: a correction of newlines or tabs "
-                                       "counts as one (service/store/corrections.py)")
 def test_a_correction_of_newlines_or_tabs_is_blank_too(store):
     feedback(store, "newlines", "c1", 60.0, "\n\t \n")
     assert store.corrections.get("newlines") is None
