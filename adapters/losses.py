@@ -90,6 +90,29 @@ def dpo_loss(
                      margins=chosen_rewards - rejected_rewards)
 
 
+def kto_loss(
+    policy_logps: torch.Tensor, ref_logps: torch.Tensor, desirable: torch.Tensor, beta: float,
+    desirable_weight: float = 1.0, undesirable_weight: float = 1.0,
+) -> torch.Tensor:
+    """Kahneman-Tversky Optimisation loss (Ethayarajh et al., 2024) for unpaired answers: a thumbs-up
+    answer is pulled up, a thumbs-down one pushed down, each against a reference point.
+
+    r = policy - ref (the answer's log-ratio); z = the batch's mean log-ratio, detached and
+    floored at 0 (an estimate of KL(policy || ref): the paper's is over mismatched prompt-answer
+    pairs, this one over the batch's own answers);
+    loss = lambda_D (1 - sigmoid(beta (r - z))) for desirable answers,
+           lambda_U (1 - sigmoid(beta (z - r))) for undesirable ones.
+
+    Shapes: policy_logps, ref_logps (batch,) summed answer log-probs, desirable (batch,) bool ->
+    (batch,). At r = z every answer costs lambda / 2.
+    """
+    r = policy_logps - ref_logps
+    z = r.detach().mean().clamp(min=0.0) if r.numel() else r.new_zeros(())
+    up = desirable_weight * (1 - torch.sigmoid(beta * (r - z)))
+    down = undesirable_weight * (1 - torch.sigmoid(beta * (z - r)))
+    return torch.where(desirable, up, down)
+
+
 def constraint_nll(
     logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor, weights: torch.Tensor,
     reduction: str = "mean",

@@ -2,7 +2,9 @@
 
 Loss per step = mean DPO loss over the step's preference pairs
               + sft_weight x mean per-token NLL of their chosen answers (RPO)
-              + mean over the step's constraint rows of weight x NLL of the completion.
+              + mean over the step's constraint rows of weight x NLL of the completion
+              + kto_weight x mean KTO loss over the step's unpaired answers (thumbs up or down
+                without a pair; adapters.losses.kto_loss).
 DPO teaches the rule where it applies (chosen = revised answer, rejected = the old one); the
 NLL on the chosen answers keeps DPO from lowering both answers' likelihood, the usual way a
 small preference set breaks a model; the constraint term pins the adapter to the model's own
@@ -38,7 +40,7 @@ from tqdm.auto import tqdm
 from adapters.files import read_jsonl
 from adapters.generate import render_prompt, to_messages
 from adapters.guard import Guard, TrainingStopped
-from adapters.losses import combined_loss, constraint_nll, dpo_loss, sequence_logps, sequence_mean_nll
+from adapters.losses import combined_loss, constraint_nll, dpo_loss, kto_loss, sequence_logps, sequence_mean_nll
 from adapters.model import load_model
 from adapters.train_config import TrainConfig
 
@@ -107,6 +109,24 @@ def parse_constraints(rows: list[dict], default_weight: float) -> list[dict]:
     return out
 
 
+def parse_unpaired(rows: list[dict]) -> list[dict]:
+    """Rows {"prompt", "completion", "label"} (TRL's unpaired format; label true = desirable) ->
+    {"messages", "completion", "label"}."""
+    out = []
+    for n, row in enumerate(rows, 1):
+        try:
+            missing = [k for k in ("prompt", "completion", "label") if k not in row]
+            if missing:
+                raise ValueError(f"missing {', '.join(missing)}")
+            if not isinstance(row["label"], bool):
+                raise ValueError(f"label must be true or false, got {row['label']!r}")
+            out.append({"messages": to_messages(row["prompt"]), "completion": answer_text(row["completion"]),
+                        "label": row["label"]})
+        except ValueError as e:
+            raise ValueError(f"unpaired row {n}: {e}") from e
+    return out
+
+
 def tokenize_example(tokenizer, messages, answer: str, cfg: TrainConfig) -> tuple[list[int], list[int]]:
     """(input ids, loss mask) of prompt + answer + end-of-turn; the mask is 1 on answer tokens.
 
@@ -139,21 +159,27 @@ def forward_logits(model, batch) -> torch.Tensor:
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
 
-def step_plan(n_pairs: int, n_constraints: int, cfg: TrainConfig, rng: random.Random) -> list[tuple[list[int], list[int]]]:
-    """For every step of the run: (indices of its pairs, indices of its constraint rows)."""
-    steps_per_epoch = math.ceil(n_pairs / cfg.pairs_per_step)
-    per_step = math.ceil(n_constraints / steps_per_epoch) if n_constraints else 0
+def step_plan(n_pairs: int, n_constraints: int, cfg: TrainConfig, rng: random.Random,
+              n_unpaired: int = 0) -> list[tuple[list[int], list[int], list[int]]]:
+    """For every step of the run: (indices of its pairs, of its constraint rows, of its unpaired
+    answers). Without pairs, the unpaired answers set the pace, `pairs_per_step` of them a step."""
+    steps_per_epoch = math.ceil((n_pairs or n_unpaired) / cfg.pairs_per_step)
+    share = lambda n: math.ceil(n / steps_per_epoch) if n else 0  # noqa: E731
+    per_step, per_step_u = share(n_constraints), share(n_unpaired)
     plan = []
     for _ in range(cfg.epochs):
         pairs = list(range(n_pairs))
         rng.shuffle(pairs)
         cons = list(range(n_constraints))
         rng.shuffle(cons)
+        unp = list(range(n_unpaired))
+        rng.shuffle(unp)
         for s in range(steps_per_epoch):
             p = pairs[s * cfg.pairs_per_step:(s + 1) * cfg.pairs_per_step]
             # wrap around the shuffled list: the last steps reuse a few rows rather than go without
             c = [cons[(s * per_step + j) % n_constraints] for j in range(per_step)]
-            plan.append((p, c))
+            u = [unp[(s * per_step_u + j) % n_unpaired] for j in range(per_step_u)]
+            plan.append((p, c, u))
     return plan
 
 
@@ -186,18 +212,19 @@ def init_lora(base_model, cfg: TrainConfig):
 
 
 def train(cfg: TrainConfig, preferences: list[dict], constraints: list[dict], out_dir: Path | str,
-          cache_dir: Path | str, progress: bool = True) -> TrainResult:
+          cache_dir: Path | str, progress: bool = True, unpaired: list[dict] = ()) -> TrainResult:
     """Train a LoRA adapter and write it to `out_dir` with training_config.json and the loss curve.
 
-    `preferences` and `constraints` are JSONL rows as `refinery train` reads them; an empty
-    `constraints` list gives plain DPO.
+    `preferences`, `constraints` and `unpaired` are JSONL rows as `refinery train` reads them; an
+    empty `constraints` list gives DPO without anchors. Either pairs or unpaired answers are needed.
     """
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
 
     # 1. Data: validate every row before the model is loaded, so a typo fails in a second.
-    pairs = parse_preferences(preferences)
+    unp = parse_unpaired(list(unpaired))
+    pairs = parse_preferences(preferences) if preferences or not unp else []
     cons = parse_constraints(constraints, cfg.constraint_weight)
 
     # 2. Model: the base, frozen, with a fresh LoRA adapter on every linear layer of the blocks.
@@ -211,6 +238,8 @@ def train(cfg: TrainConfig, preferences: list[dict], constraints: list[dict], ou
     rejected = [tokenize_example(tok, p["messages"], p["rejected"], cfg) for p in pairs]
     cons_ex = [tokenize_example(tok, c["messages"], c["completion"], cfg) for c in cons]
     cons_w = torch.tensor([c["weight"] for c in cons], dtype=torch.float32, device=device)
+    unp_ex = [tokenize_example(tok, u["messages"], u["completion"], cfg) for u in unp]
+    unp_label = torch.tensor([u["label"] for u in unp], dtype=torch.bool, device=device)
 
     # 3. Reference log-probs: the base model is the adapter switched off; it never changes, so
     #    one pass now replaces a second forward pass at every step (and a second model copy).
@@ -222,6 +251,9 @@ def train(cfg: TrainConfig, preferences: list[dict], constraints: list[dict], ou
             batch = collate([chosen[i], rejected[i]], pad_id, device)
             logps = sequence_logps(forward_logits(model, batch), batch["input_ids"], batch["loss_mask"])
             ref_chosen[i], ref_rejected[i] = logps[0], logps[1]
+        ref_unpaired = torch.tensor([sequence_logps(forward_logits(model, b), b["input_ids"], b["loss_mask"])[0].item()
+                                     for b in (collate([ex], pad_id, device) for ex in unp_ex)],
+                                    dtype=torch.float32, device=device)
 
     # 4. The guard: the base model's answers to held-out general prompts, to measure drift on.
     guard = None
@@ -229,29 +261,35 @@ def train(cfg: TrainConfig, preferences: list[dict], constraints: list[dict], ou
         guard = Guard.build(model, tok, device, [last_user(p["messages"]) for p in pairs], [p["chosen"] for p in pairs], cfg)
 
     # 5. The loop: one forward pass per step over [chosen..., rejected..., constraint rows...].
-    plan = step_plan(len(pairs), len(cons), cfg, rng)
+    plan = step_plan(len(pairs), len(cons), cfg, rng, n_unpaired=len(unp))
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
-    curve = {k: [] for k in ("loss", "dpo", "sft", "nll", "margin", "accuracy", "chosen_reward", "rejected_reward",
-                             "lr", "elapsed")}
+    curve = {k: [] for k in ("loss", "dpo", "sft", "nll", "kto", "margin", "accuracy", "chosen_reward",
+                             "rejected_reward", "lr", "elapsed")}
     model.train()
     start = time.perf_counter()
     bar = tqdm(plan, desc="train", unit="step", disable=not progress)
-    for step, (pair_idx, cons_idx) in enumerate(bar):
+    for step, (pair_idx, cons_idx, unp_idx) in enumerate(bar):
         lr = cfg.lr * lr_factor(step, len(plan), cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        n = len(pair_idx)
+        n, k = len(pair_idx), len(cons_idx)
         batch = collate([chosen[i] for i in pair_idx] + [rejected[i] for i in pair_idx]
-                        + [cons_ex[i] for i in cons_idx], pad_id, device)
+                        + [cons_ex[i] for i in cons_idx] + [unp_ex[i] for i in unp_idx], pad_id, device)
         logits = forward_logits(model, batch)
         ids, mask = batch["input_ids"], batch["loss_mask"]
 
         policy = sequence_logps(logits[: 2 * n], ids[: 2 * n], mask[: 2 * n])
         dpo = dpo_loss(policy[:n], policy[n:], ref_chosen[pair_idx], ref_rejected[pair_idx], cfg.beta)
-        sft = sequence_mean_nll(logits[:n], ids[:n], mask[:n]).mean()
-        nll = constraint_nll(logits[2 * n:], ids[2 * n:], mask[2 * n:], cons_w[cons_idx],
+        zero = logits.new_zeros(())
+        sft = sequence_mean_nll(logits[:n], ids[:n], mask[:n]).mean() if n else zero
+        end = 2 * n + k
+        nll = constraint_nll(logits[2 * n:end], ids[2 * n:end], mask[2 * n:end], cons_w[cons_idx],
                              cfg.constraint_reduction) if cons_idx else 0.0
-        loss = combined_loss(dpo.loss, nll) + cfg.sft_weight * sft
+        kto = zero
+        if unp_idx:
+            kto = kto_loss(sequence_logps(logits[end:], ids[end:], mask[end:]), ref_unpaired[unp_idx],
+                           unp_label[unp_idx], cfg.beta, cfg.kto_desirable_weight, cfg.kto_undesirable_weight).mean()
+        loss = (combined_loss(dpo.loss, nll) if n else zero + nll) + cfg.sft_weight * sft + cfg.kto_weight * kto
 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -259,11 +297,11 @@ def train(cfg: TrainConfig, preferences: list[dict], constraints: list[dict], ou
             torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         optimizer.step()
 
-        record = {"loss": loss.item(), "dpo": dpo.loss.mean().item(), "sft": sft.item(),
+        record = {"loss": loss.item(), "dpo": dpo.loss.mean().item() if n else 0.0, "sft": sft.item(), "kto": kto.item(),
                   "nll": nll.item() if torch.is_tensor(nll) else nll,
-                  "margin": dpo.margins.mean().item(), "accuracy": dpo.accuracies.mean().item(),
-                  "chosen_reward": dpo.chosen_rewards.mean().item(),
-                  "rejected_reward": dpo.rejected_rewards.mean().item(), "lr": lr,
+                  "margin": dpo.margins.mean().item() if n else 0.0, "accuracy": dpo.accuracies.mean().item() if n else 0.0,
+                  "chosen_reward": dpo.chosen_rewards.mean().item() if n else 0.0,
+                  "rejected_reward": dpo.rejected_rewards.mean().item() if n else 0.0, "lr": lr,
                   "elapsed": time.perf_counter() - start}
         for k, v in record.items():
             curve[k].append(v)
@@ -292,10 +330,11 @@ def train(cfg: TrainConfig, preferences: list[dict], constraints: list[dict], ou
                          final_accuracy=tail["accuracy"], guard=guard.history if guard else None)
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
     summary.update(base_model=loaded.model_id, device=str(device), dtype=str(loaded.dtype),
-                   pairs=len(pairs), constraint_rows=len(cons),
+                   pairs=len(pairs), constraint_rows=len(cons), unpaired=len(unp),
                    constraint_rows_per_step=len(plan[0][1]) if plan else 0)
     legend = {"loss": "total loss of the step", "dpo": "mean DPO loss of its pairs",
               "sft": "mean NLL per token of its chosen answers (weighted by sft_weight in the loss)",
+              "kto": "mean KTO loss of its unpaired answers (weighted by kto_weight)",
               "nll": "weighted constraint NLL term (0 for plain DPO)", "margin": "mean reward margin, chosen - rejected",
               "accuracy": "share of pairs with a positive margin", "lr": "learning rate used",
               "elapsed": "seconds since the first step, at the end of this one"}
@@ -357,9 +396,11 @@ def plot_curve(curve: dict[str, list[float]], path: Path, steps_per_epoch: int |
     fig.savefig(path, dpi=100)
 
 
-def train_files(cfg: TrainConfig, preferences_path: Path | str, constraint_path: Path | str | None,
-                out_dir: Path | str, cache_dir: Path | str, progress: bool = True) -> TrainResult:
+def train_files(cfg: TrainConfig, preferences_path: Path | str | None, constraint_path: Path | str | None,
+                out_dir: Path | str, cache_dir: Path | str, progress: bool = True,
+                unpaired_path: Path | str | None = None) -> TrainResult:
     """`refinery train`: read the JSONL files and train."""
-    prefs = read_jsonl(preferences_path)
+    prefs = read_jsonl(preferences_path) if preferences_path else []
     cons = read_jsonl(constraint_path) if constraint_path else []
-    return train(cfg, prefs, cons, out_dir, cache_dir, progress=progress)
+    unp = read_jsonl(unpaired_path) if unpaired_path else []
+    return train(cfg, prefs, cons, out_dir, cache_dir, progress=progress, unpaired=unp)

@@ -43,6 +43,10 @@ class TrainConfig:
     constraint_reduction: str = _f("sum", "Constraint NLL per row: 'sum' over the answer tokens (DPO's scale, "
                                    "so a changed first token costs what DPO gains from it) or 'mean' per token "
                                    "(the C3PO paper's; see adapters.losses.constraint_nll).")
+    kto_weight: float = _f(1.0, "Weight of the KTO term on unpaired answers (thumbs without a pair).")
+    kto_desirable_weight: float = _f(1.0, "KTO's lambda_D: the weight of a thumbs-up answer.")
+    kto_undesirable_weight: float = _f(1.0, "KTO's lambda_U: the weight of a thumbs-down answer (the paper keeps "
+                                       "lambda_D n_D / (lambda_U n_U) between 1 and 4/3).")
     guard_every: int = _f(8, "Check drift and degeneration every this many steps, and after the last (0: never).")
     drift_limit: float = _f(0.35, "Stop when this share of the base model's answer tokens on held-out general "
                             "prompts are no longer the adapter's first choice (adapters.guard).")

@@ -47,7 +47,9 @@ def generate_cmd(
 
 
 def train_cmd(
-    preferences: Path = typer.Option(..., "--preferences", help='JSONL of {"prompt", "chosen", "rejected"}.'),
+    preferences: Optional[Path] = typer.Option(None, "--preferences", help='JSONL of {"prompt", "chosen", "rejected"}.'),
+    unpaired: Optional[Path] = typer.Option(
+        None, "--unpaired", help='JSONL of {"prompt", "completion", "label": true|false} (thumbs without a pair: KTO).'),
     constraint: Optional[Path] = typer.Option(
         None, "--constraint", help='JSONL of {"prompt", "completion", "weight"?}; without it, plain DPO.'),
     out: Path = typer.Option(..., "--out", help="Adapter directory to write."),
@@ -65,13 +67,15 @@ def train_cmd(
     allow_drift: bool = typer.Option(False, "--allow-drift", help="Train on past the drift and degeneration limits."),
     model: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
 ) -> None:
-    """Train a LoRA adapter: DPO + NLL on the chosen answers, weighted NLL on the constraint completions,
+    """Train a LoRA adapter: DPO + NLL on the chosen answers, KTO on unpaired answers, weighted NLL on the constraint completions,
     and a guard that stops a run that drifts or degenerates (exit status 3, no adapter written)."""
     from adapters.guard import TrainingStopped
     from adapters.train import train_files
     from adapters.train_config import TrainConfig
 
-    for path in (preferences, constraint):
+    if preferences is None and unpaired is None:
+        _fail("give --preferences, --unpaired or both")
+    for path in (preferences, constraint, unpaired):
         if path is not None and not path.is_file():
             _fail(f"{path}: no such file")
     # Only the options given override the dataclass, so its defaults stay the one source.
@@ -80,7 +84,7 @@ def train_cmd(
                  allow_drift=allow_drift or None)
     try:
         cfg = TrainConfig(model=model, **{k: v for k, v in given.items() if v is not None})
-        result = train_files(cfg, preferences, constraint, out, model_cache_dir())
+        result = train_files(cfg, preferences, constraint, out, model_cache_dir(), unpaired_path=unpaired)
     except ValueError as e:
         _fail(str(e))
     except TrainingStopped as e:

@@ -33,6 +33,7 @@ from service.distill.corrections import content_hash, correction_rows, evaluate_
 from service.distill.pipeline import (build_dataset, corpus_prompts, evaluate, report_table, train_adapter,
                                      training_rows)
 from service.distill.recipe import Recipe
+from service.distill.thumbs import thumb_rows
 from service.learn.review import PrincipleBook
 from service.rollout.lifecycle import Lifecycle
 from service.settings import Settings
@@ -162,6 +163,14 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
     if active is not None:
         model = model.unload()  # the plain base again, for training's reference and evaluation
 
+    thumbs_path = work / "thumbs.json"
+    if thumbs_path.exists():
+        thumbs = json.loads(thumbs_path.read_text())
+    else:
+        thumbs = thumb_rows(store.corrections.thumbs())
+        write_atomic(thumbs_path, json.dumps(thumbs, ensure_ascii=False))
+    set_by_job = {"kto_desirable_weight", "kto_undesirable_weight"} & set((job["params"] or {}).get("train", {}))
+
     preferences, constraints = training_rows(datasets)
     preferences += corrections["pairs"]
     constraints += corrections["constraints"]
@@ -170,6 +179,8 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
                            "; ".join(f"{pid}: {d.counts}" for pid, d in datasets.items())
                            + f"; corrections: {corrections['counts']}")
     hashes = sorted(d.content_hash for d in datasets.values()) + ([content_hash(corrections)] if corrections["pairs"] else [])
+    if thumbs["unpaired"]:
+        hashes.append(hashlib.sha256(json.dumps([(u["feedback_id"], u["label"]) for u in thumbs["unpaired"]]).encode()).hexdigest())
     data_hash = hashlib.sha256("".join(hashes).encode()).hexdigest()
 
     # 2. One adapter for every carried principle. Keyed by the data: a job resumed after a
@@ -178,7 +189,8 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
     adapter_dir = work / f"adapter-{key}"
     if not (adapter_dir / "loss_curve.json").exists():
         stage("train")
-        trained = train_adapter(recipe, preferences, constraints, adapter_dir, settings.model_cache_dir, progress)
+        trained = train_adapter(recipe, preferences, constraints, adapter_dir, settings.model_cache_dir, progress,
+                                unpaired=thumbs["unpaired"], kto_weights=None if set_by_job else thumbs["weights"])
         write_atomic(work / f"train-{key}.json", json.dumps(trained.__dict__, default=str, indent=1))
 
     # 3. Evaluation per principle; the adapter is a candidate only if every principle passes.
@@ -241,7 +253,8 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
         report_paths["corrections"] = str(work / "reports" / key / "corrections" / "report.md")
     state = {"version": version_id, "principles": [p["id"] for p in carried], "new": [p["id"] for p in new],
              "corrections": corrections["ids"], "corrections_seen": corrections.get("seen", []), "gate_passed": passed_all, "dataset_hash": data_hash,
-             "data": {"principles": {pid: d.counts for pid, d in datasets.items()}, "corrections": corrections["counts"]},
+             "data": {"principles": {pid: d.counts for pid, d in datasets.items()}, "corrections": corrections["counts"],
+                      "thumbs": {**thumbs["counts"], "kto_weights": thumbs["weights"]}},
              "reports": report_paths}
     write_atomic(marker, json.dumps(state))
     return _after_registration(settings, book, registry, job, state)

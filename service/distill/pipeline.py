@@ -9,6 +9,7 @@ Everything here takes the recipe (service.distill.recipe.Recipe) it runs with.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -85,9 +86,14 @@ def training_rows(datasets: Mapping[str, SynthesisResult]) -> tuple[list[dict], 
 
 
 def train_adapter(recipe: Recipe, preferences: list[dict], constraints: list[dict], out_dir: Path,
-                  cache_dir: Path, progress: bool = True) -> TrainResult:
-    """One LoRA adapter from the rows (plain DPO when `constraints` is empty)."""
-    return train(recipe.train, preferences, constraints, out_dir, cache_dir, progress=progress)
+                  cache_dir: Path, progress: bool = True, unpaired: list[dict] = (),
+                  kto_weights: dict | None = None) -> TrainResult:
+    """One LoRA adapter from the rows (no anchors when `constraints` is empty); `unpaired` answers
+    train with KTO at `kto_weights` (service.distill.thumbs) unless the job's params set them."""
+    cfg = recipe.train
+    if kto_weights:
+        cfg = replace(cfg, **kto_weights)
+    return train(cfg, preferences, constraints, out_dir, cache_dir, progress=progress, unpaired=list(unpaired))
 
 
 def evaluate(model, tokenizer, adapters: Mapping[str, Path | str], principle, prompts, recipe: Recipe, judge=None, *,

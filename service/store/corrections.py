@@ -14,6 +14,7 @@ import time
 from service.store.db import Repository
 
 STATUSES = ("accepted", "rejected")
+_BLANK = "' ' || char(9) || char(10) || char(13)"  # what TRIM strips: a correction of whitespace is none
 
 _SELECT = ("SELECT f.id, f.created, f.completion_id, f.conversation_id, f.correction, f.comment, f.reason, f.thumb, "
            "f.user, COALESCE(f.correction_status, 'accepted') AS status, f.correction_distilled AS distilled_version, "
@@ -60,6 +61,18 @@ class Corrections(Repository):
                 "before": json.dumps({"status": before["status"]}), "after": json.dumps({"status": status}),
                 "reason": reason})
         return self.get(feedback_id)
+
+    def thumbs(self) -> list[dict]:
+        """The latest thumb on each answered request (with its request and answer), oldest first,
+        and whether that request also got a correction (which trains as a pair instead)."""
+        return self.database.rows(
+            "SELECT f.id, f.completion_id, f.thumb, c.messages AS messages, c.response AS response, "
+            "EXISTS(SELECT 1 FROM feedback g WHERE g.completion_id = f.completion_id "
+            f"AND TRIM(COALESCE(g.correction, ''), {_BLANK}) != '' "
+            "AND COALESCE(g.correction_status, 'accepted') != 'rejected') AS corrected "
+            "FROM feedback f JOIN completions c ON c.id = f.completion_id "
+            "WHERE f.thumb IS NOT NULL AND c.status = 'ok' AND f.created = (SELECT MAX(h.created) FROM feedback h "
+            "WHERE h.completion_id = f.completion_id AND h.thumb IS NOT NULL) ORDER BY f.created")
 
     def mark_distilled(self, feedback_ids: list[str], version_id: str) -> None:
         with self.database.atomic():

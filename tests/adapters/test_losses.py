@@ -124,3 +124,17 @@ def test_constraint_nll_sum_counts_every_token():
     assert torch.isclose(constraint_nll(logits, labels, mask, w, "sum"), (per_row_sum[0] + per_row_sum[1]) / 2)
     with pytest.raises(ValueError):
         constraint_nll(logits, labels, mask, w, "max")
+
+
+def test_kto_loss_values_and_direction():
+    from adapters.losses import kto_loss
+
+    ref = torch.tensor([-10.0, -10.0])
+    policy = torch.tensor([-10.0, -10.0], requires_grad=True)
+    loss = kto_loss(policy, ref, torch.tensor([True, False]), beta=0.1, desirable_weight=1.0, undesirable_weight=2.0)
+    assert torch.allclose(loss, torch.tensor([0.5, 1.0]))  # at r = z, lambda / 2
+    loss.sum().backward()
+    assert policy.grad[0] < 0 < policy.grad[1]  # descent raises the liked answer, lowers the disliked one
+    # the reference point is the batch's mean log-ratio, floored at 0
+    far = kto_loss(torch.tensor([-8.0, -8.0]), ref, torch.tensor([True, True]), beta=1.0)
+    assert torch.allclose(far, torch.full((2,), 0.5))  # r = z = 2: no gain from moving everything up

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from adapters.losses import sequence_logps
 from adapters.train_config import TrainConfig, config_help
 from adapters.train import (
     answer_text,
@@ -84,14 +85,19 @@ def test_step_plan_mixes_constraints_into_every_step():
     cfg = TrainConfig(epochs=2)
     plan = step_plan(20, 40, cfg, random.Random(0))
     assert len(plan) == 40
-    assert all(len(p) == 1 and len(c) == 2 for p, c in plan)
+    assert all(len(p) == 1 and len(c) == 2 and u == [] for p, c, u in plan)
     for epoch in (plan[:20], plan[20:]):
-        assert sorted(i for p, _ in epoch for i in p) == list(range(20))
-        assert sorted(i for _, c in epoch for i in c) == list(range(40))
+        assert sorted(i for p, _, _ in epoch for i in p) == list(range(20))
+        assert sorted(i for _, c, _ in epoch for i in c) == list(range(40))
     # fewer constraint rows than steps: every step still gets one, every row is used
     plan = step_plan(5, 3, TrainConfig(epochs=1), random.Random(0))
-    assert all(len(c) == 1 for _, c in plan) and {i for _, c in plan for i in c} == {0, 1, 2}
-    assert all(c == [] for _, c in step_plan(5, 0, cfg, random.Random(0)))
+    assert all(len(c) == 1 for _, c, _ in plan) and {i for _, c, _ in plan for i in c} == {0, 1, 2}
+    assert all(c == [] for _, c, _ in step_plan(5, 0, cfg, random.Random(0)))
+    # unpaired answers are spread the same way; without pairs they set the pace
+    plan = step_plan(4, 0, TrainConfig(epochs=1), random.Random(0), n_unpaired=8)
+    assert all(len(u) == 2 for _, _, u in plan) and sorted(i for *_, u in plan for i in u) == list(range(8))
+    plan = step_plan(0, 4, TrainConfig(epochs=1, pairs_per_step=2), random.Random(0), n_unpaired=6)
+    assert len(plan) == 3 and all(p == [] and len(u) == 2 for p, _, u in plan)
 
 
 def test_config_has_help_for_every_field_and_validates():
@@ -208,3 +214,35 @@ def test_cli_train_plain_dpo_and_bad_input(tmp_path, tiny_model_dir, model_cache
                               "--model", str(tiny_model_dir)])
     assert res.exit_code == 1 and "missing rejected" in res.output
     assert not (tmp_path / "x").exists()
+
+
+def test_kto_pulls_thumbs_up_answers_up_and_pushes_thumbs_down_ones_down(tmp_path, tiny_model_dir, model_cache):
+    from adapters.generate import to_messages
+    from adapters.model import load_model
+    from adapters.train import collate, tokenize_example
+
+    rows = [{"prompt": "Say something nice.", "completion": "You are doing great today.", "label": True},
+            {"prompt": "Say something nice.", "completion": "Go away, nobody cares.", "label": False}]
+    cfg = TrainConfig(model=str(tiny_model_dir), epochs=6, lr=5e-3, rank=4, alpha=8, pairs_per_step=2, guard_every=0)
+    result = train(cfg, [], [], tmp_path / "kto", model_cache, progress=False, unpaired=rows)
+    curve = json.loads((tmp_path / "kto" / "loss_curve.json").read_text())
+    assert curve["summary"]["unpaired"] == 2 and curve["summary"]["pairs"] == 0
+    assert curve["steps"]["kto"][-1] < curve["steps"]["kto"][0] and result.final_dpo == 0.0
+
+    from peft import PeftModel
+
+    loaded = load_model(str(tiny_model_dir), model_cache, device="cpu")
+    model = PeftModel.from_pretrained(loaded.model, str(tmp_path / "kto"))
+
+    def logp(answer: str) -> float:
+        batch = collate([tokenize_example(loaded.tokenizer, to_messages(rows[0]["prompt"]), answer, cfg)], 0, "cpu")
+        return sequence_logps(model(input_ids=batch["input_ids"]).logits, batch["input_ids"], batch["loss_mask"]).item()
+
+    with torch.no_grad():
+        after = [logp(r["completion"]) for r in rows]
+        with model.disable_adapter():
+            before = [logp(r["completion"]) for r in rows]
+    assert after[0] > before[0] and after[1] < before[1]
+    with pytest.raises(ValueError, match="unpaired row 1: label must be true or false"):
+        train(cfg, [], [], tmp_path / "bad", model_cache, progress=False, unpaired=[dict(rows[0], label="yes")])
+

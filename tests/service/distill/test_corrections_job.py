@@ -13,7 +13,7 @@ from service.store import new_id
 SMALL = {"synthesis": {"n_out_of_scope": 6, "max_new_tokens": 8}, "train": {"epochs": 1}}
 
 
-def corrected(store, i, request, response, correction):
+def corrected(store, i, request, response, correction, thumb="down"):
     cid = f"cmpl-{i}"
     store.exchanges.start({"id": cid, "created": float(i), "conversation_id": f"conv-{i}", "parent_id": None,
                            "messages": [{"role": "user", "content": request}], "status": "running", "model": "m",
@@ -22,7 +22,7 @@ def corrected(store, i, request, response, correction):
                            completion_tokens=5, latency_ms=1.0, ttft_ms=1.0)
     fid = new_id("fb-")
     store.feedback.add({"id": fid, "created": 100.0 + i, "completion_id": cid, "conversation_id": f"conv-{i}",
-                        "thumb": "down", "correction": correction})
+                        "thumb": thumb, "correction": correction})
     return fid
 
 
@@ -46,6 +46,8 @@ def test_job_learns_corrections_and_never_a_rejected_one(env):
     bad = corrected(store, 4, "Who wrote Hamlet?", "Shakespeare.", "Christopher Marlowe wrote it.")
     store.corrections.review(bad, "rejected", "ana", "Hamlet is Shakespeare's")
     assert store.corrections.waiting() == 3
+    corrected(store, 5, "Tell me a joke.", "Why did the chicken cross the road?", None, thumb="up")
+    corrected(store, 6, "Summarise this.", "", None, thumb="down")  # nothing was answered
 
     JobQueue(store).enqueue(None, "test", SMALL)
     [done] = run_worker(settings, progress=False)
@@ -55,8 +57,15 @@ def test_job_learns_corrections_and_never_a_rejected_one(env):
     counts = result["data"]["corrections"]
     assert counts["used"] == 2 and counts["pairs"] == 2 and counts["out_rows"] > 0 and counts["near_rows"] > 0
     assert counts["dropped"] == {f"a later correction of the same request ({newer})": 1}
+    # Thumbs without a pair train with KTO: the joke's thumbs-up and the Hamlet answer's
+    # thumbs-down (its correction was rejected, not the thumb); the corrected ones are pairs.
+    thumbs = result["data"]["thumbs"]
+    assert (thumbs["used"], thumbs["up"], thumbs["down"]) == (2, 1, 1)
+    assert thumbs["dropped"] == {"the request also got a correction (trained as its pair)": 3, "empty answer": 1}
 
     work = settings.data_dir / "jobs" / done["id"]
+    curve = json.loads(next(work.glob("adapter-*/loss_curve.json")).read_text())
+    assert curve["summary"]["unpaired"] == 2 and any(curve["steps"]["kto"])
     data = json.loads((work / "corrections.json").read_text())
     chosen = {p["chosen"] for p in data["pairs"]}
     assert chosen == {"The capital of Australia is Canberra.", "We open at 9am on Saturdays."}  # never Marlowe
