@@ -35,17 +35,15 @@ import os
 import random
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-
 import torch
 
 from adapters.generate import generate, render_prompt
 from adapters.losses import token_logps
+from policies.corpus import TRAINING
 
 log = logging.getLogger(__name__)
 
 MIN_SURE = 0.2  # the least share of sure tokens in the base answers for the guard to judge
-CORPUS = Path(__file__).resolve().parent.parent / "policies" / "data" / "requests.jsonl"
 
 
 class TrainingStopped(RuntimeError):
@@ -58,7 +56,7 @@ class TrainingStopped(RuntimeError):
 
 def general_prompts(n: int, exclude: set[str], seed: int) -> list[str]:
     """`n` requests of the built-in corpus (all topics), none of them among `exclude`."""
-    rows = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for line in TRAINING.read_text(encoding="utf-8").splitlines() if line.strip()]
     prompts = [r["prompt"] for r in rows if r["prompt"] not in exclude]
     return random.Random(seed).sample(prompts, k=min(n, len(prompts)))
 

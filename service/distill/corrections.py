@@ -6,9 +6,11 @@ Training rows, from the corrections policies.corrections selects:
 - one pair per corrected request: the conversation as it was, chosen = the correction,
   rejected = the answer we gave;
 - near-scope anchors: for each corrected request, the built-in corpus's requests closest to it in
-  meaning but not asking the same (cosine below policies.corrections.SAME_REQUEST), with the base
-  model's own answers as constraint rows: "the largest city in Australia" must stay as it was
-  when "the capital of Australia" is corrected;
+  meaning but not asking the same (cosine below PARAPHRASE), with the base model's own answers as
+  constraint rows: "the largest city in Australia" must stay as it was when "the capital of
+  Australia" is corrected, while "What's the capital of Australia? I always think it's Sydney."
+  (cosine 0.8 or more) asks the same thing, and anchoring the base model's answer there would
+  teach the fact the user corrected;
 - out-of-scope anchors: requests of the corpus far from every corrected one, the same way.
 
 The evaluation answers greedily, base and candidate: the corrected requests (does the answer
@@ -31,10 +33,12 @@ import numpy as np
 from adapters.gate import GateThresholds
 from adapters.generate import generate
 from policies.corpus import Corpus
-from policies.corrections import SAME_REQUEST, Selection, adopted, key_terms, select
+from policies.corrections import Selection, adopted, key_terms, select
 from policies.encoder import Encoder
 
 GenerateFn = Callable[[list[list[dict]], int], list[str]]
+PARAPHRASE = 0.8  # encoder cosine from which a corpus request may ask what a corrected one asked
+FAR = 0.3  # below this cosine to every corrected request, a corpus request is unrelated
 
 
 def correction_rows(rows: list[dict], encoder: Encoder, corpus: Corpus, eval_corpus: Corpus | None,
@@ -57,9 +61,9 @@ def correction_rows(rows: list[dict], encoder: Encoder, corpus: Corpus, eval_cor
         near: list[str] = []
         for j in range(len(requests)):
             order = np.argsort(-sims[:, j])
-            picked = [c.prompts[i] for i in order if sims[i, j] < SAME_REQUEST][:per_request]
+            picked = [c.prompts[i] for i in order if sims[i, j] < PARAPHRASE][:per_request]
             near += [q for q in picked if q not in near]
-        far_pool = [c.prompts[i] for i in np.where(sims.max(axis=1) < 0.3)[0]]
+        far_pool = [c.prompts[i] for i in np.where(sims.max(axis=1) < FAR)[0]]
         return near, rng.sample(far_pool, k=min(n_far, len(far_pool)))
 
     near, far = near_and_far(corpus, near_per_request, n_out)
