@@ -77,6 +77,25 @@ def _encode(tokenizer, conversation: Sequence[dict], followup: str, max_context:
     return context, scored
 
 
+def default_followups() -> tuple[list[str], list[str]]:
+    """The positive and the negative follow-up texts FLR scores by default."""
+    return [t for _, t in POSITIVE_FOLLOWUPS], [t for _, t in NEGATIVE_FOLLOWUPS]
+
+
+def followup_tokens(tokenizer, conversation: Sequence[dict], followups: Sequence[str],
+                    max_context: int = 768) -> tuple[list[int], list[list[int]]]:
+    """(context, scored tokens of each follow-up): what an engine that reports prompt
+    log-probs (vLLM) is asked to score, as `context + scored[k]` per follow-up."""
+    pairs = [_encode(tokenizer, conversation, text, max_context) for text in followups]
+    return pairs[0][0], [fol for _, fol in pairs]
+
+
+def flr_from_sums(sums: Sequence[float], n_positive: int) -> float:
+    """FLR from the summed log-probs of the positive follow-ups, then the negative ones."""
+    pos, neg = sums[:n_positive], sums[n_positive:]
+    return sum(pos) / len(pos) - sum(neg) / len(neg)
+
+
 def _packed_inputs(contexts: list[list[int]], followups: list[list[int]], pad_id: int, dtype: torch.dtype):
     """Packed rows for `_score_packed`: ids, positions and a 4D additive attention mask.
 
@@ -214,4 +233,4 @@ def flr_scores(
     if not pos or not neg:
         raise ValueError("FLR needs at least one positive and one negative follow-up")
     sums = followup_logprobs(model, tokenizer, conversations, pos + neg, batch_size, max_context)
-    return [sum(s[:len(pos)]) / len(pos) - sum(s[len(pos):]) / len(neg) for s in sums]
+    return [flr_from_sums(s, len(pos)) for s in sums]

@@ -4,7 +4,7 @@ evaluation, the local teacher outside the server, and the CLI.
 `generate` works on an already-loaded model (base or PEFT) so callers that generate many times
 load once; `chat_fn` wraps it as the one-conversation function the local teacher needs (answers
 stop once their JSON object is closed); `generate_file` is the `refinery generate` command:
-JSONL in, JSONL out. The server decodes with its own engine (service.serving.engine), which
+JSONL in, JSONL out. The server decodes with its own engine (service.serving.engines.embedded), which
 batches requests as they arrive; everything else generates here.
 """
 

@@ -16,8 +16,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from adapters.model import load_model
-from adapters.runtime import set_threads
 from policies.teacher import is_capable
 from service.api import adapters, conversations, corrections, errors, feedback, jobs, natural, ops, openai, principles
 from service.api.middleware import BodyLimit, count_requests
@@ -27,7 +25,7 @@ from service.learn.feedback import FeedbackService
 from service.metrics import EngineCollector, Metrics, OutcomeCollector
 from service.rollout.server import ServerRollout
 from service.serving.chat import ChatService
-from service.serving.engine import Engine
+from service.serving.engines import Engine, open_engine
 from service.serving.scope import ServingScope
 from service.settings import Settings
 from service.store import Store
@@ -90,10 +88,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         else:
             def load() -> None:
                 try:
-                    set_threads(settings.inference_threads)
-                    lm = load_model(settings.model, settings.model_cache_dir, settings.device)
-                    attach(Engine(lm.model, lm.tokenizer, lm.model_id, settings.max_batch_size))
-                    log.info("model %s loaded on %s (%s)", lm.model_id, lm.device, lm.dtype)
+                    eng = open_engine(settings)
+                    attach(eng)
+                    log.info("model %s served by %s", eng.model_id, eng.health()["kind"])
                 except Exception as exc:  # reported by /health, never swallowed
                     log.exception("model failed to load")
                     app.state.load_error = str(exc)

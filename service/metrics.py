@@ -26,8 +26,9 @@ class Metrics:
 
 
 class EngineCollector:
-    """Prometheus collector: adapter versions loaded now, and how each load went (new LoRA
-    layers built by PEFT, or weights copied into idle layers of the same shape)."""
+    """Prometheus collector: adapter versions loaded now, how each load went (new LoRA layers
+    built by PEFT, or weights copied into idle layers of the same shape), and, for vLLM
+    replicas, each replica's state, traffic and failures."""
 
     def __init__(self, engine_getter):
         self.engine_getter = engine_getter
@@ -41,6 +42,20 @@ class EngineCollector:
             loads.add_metric([kind], engine.adapter_loads.get(kind, 0))
         yield loads
         yield GaugeMetricFamily("refinery_adapters_loaded", "Adapter versions loaded and servable", value=len(engine.adapters))
+        replicas = engine.health().get("replicas") or []
+        if replicas:
+            up = GaugeMetricFamily("refinery_replica_up", "1 while the engine replica takes traffic", labels=["replica"])
+            busy = GaugeMetricFamily("refinery_replica_in_flight", "Requests in flight on the replica", labels=["replica"])
+            sent = CounterMetricFamily("refinery_replica_requests", "Requests sent to the replica", labels=["replica"])
+            failed = CounterMetricFamily("refinery_replica_failures", "Times the replica was taken out", labels=["replica"])
+            loaded = GaugeMetricFamily("refinery_replica_adapters_loaded", "Adapter versions loaded on the replica", labels=["replica"])
+            for r in replicas:
+                up.add_metric([r["url"]], int(r["up"]))
+                busy.add_metric([r["url"]], r["in_flight"])
+                sent.add_metric([r["url"]], r["requests"])
+                failed.add_metric([r["url"]], r["failures"])
+                loaded.add_metric([r["url"]], len(r["adapters"]))
+            yield from (up, busy, sent, failed, loaded)
 
 
 class OutcomeCollector:

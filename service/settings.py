@@ -27,6 +27,14 @@ class Settings(BaseSettings):
     model_cache: Path | None = Field(None, description="Where converted weights are cached; default <data_dir>/models.")
     device: str = Field("auto", description="auto (CUDA when present), cpu or cuda.")
 
+    engine: Literal["embedded", "vllm"] = Field("embedded", description="What decodes: the embedded engine in this process, or vLLM replicas over HTTP (REFINERY_ENGINE_URLS).")
+    engine_urls: str = Field("", description="Comma-separated base URLs of the vLLM replicas (e.g. http://10.0.0.5:8000), for engine=vllm.")
+    engine_adapter_dir: Path | None = Field(None, description="The registry's adapter directory as the engines see it (a shared volume); unset = the same path as here.")
+    engine_max_lora_rank: int = Field(16, description="The replicas' --max-lora-rank: adapters of a higher rank are refused at registration.")
+    engine_max_loras: int = Field(2, description="Adapter versions loaded at once on a replica (its --max-cpu-loras, or --max-loras when that is unset).")
+    engine_timeout_s: float = Field(600.0, description="Longest a request to a replica may take.")
+    engine_health_s: float = Field(2.0, description="How often each replica's /health is checked.")
+
     # A comma-separated list is friendlier in an env file than JSON.
     api_keys: str = Field("", description="Comma-separated API keys for /v1/*; empty = no key needed.")
     admin_key: str = Field("", description="Key for operator endpoints (/admin/*); empty = they are closed.")
@@ -68,6 +76,10 @@ class Settings(BaseSettings):
     @property
     def model_cache_dir(self) -> Path:
         return self.model_cache or self.data_dir / "models"
+
+    @property
+    def engine_url_list(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in self.engine_urls.split(",") if u.strip()]
 
     @property
     def api_key_set(self) -> set[str]:

@@ -13,13 +13,17 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 router = APIRouter()
 
 
-@router.get("/health", responses={503: {"description": "The model is loading, or failed to load."}})
+@router.get("/health", responses={503: {"description": "The model is loading or failed to load, or no engine replica is up."}})
 async def health(request: Request):
     if request.app.state.load_error:
         return JSONResponse({"status": "error", "error": request.app.state.load_error}, status_code=503)
     if request.app.state.chat is None:
         return JSONResponse({"status": "loading"}, status_code=503)
-    return {"status": "ok", "model": request.app.state.engine.model_id}
+    engine = request.app.state.engine
+    state = engine.health()
+    if not state["up"]:
+        return JSONResponse({"status": "unavailable", "model": engine.model_id, "engine": state}, status_code=503)
+    return {"status": "ok", "model": engine.model_id, "engine": state}
 
 
 @router.get("/metrics")

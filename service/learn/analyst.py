@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 
-from adapters.flr import flr_scores
 from policies.natural import detect_turn
 from policies.corpus import load_corpus
 from policies.principles import (GLOBAL_DOMAIN, FeedbackInput, Principle, ProposalFailure, nearest, nearest_by_meaning,
@@ -25,7 +24,7 @@ from policies.text import last_user_text, last_user_turn
 from service.learn.export import feedback_rows, preference_pairs
 from service.learn.natural import Classifiers, encoder_for
 from service.learn.review import PrincipleBook
-from service.serving.engine import Engine
+from service.serving.engines.base import Engine
 from service.settings import Settings
 from service.store import Store, new_id
 from service.store.exchanges import NATURAL_DONE
@@ -154,8 +153,7 @@ class Analyst:
             chunk = group[i:i + step]
             convs = [r["messages"] + [{"role": "assistant", "content": r["response"]}] for r in chunk]
             try:
-                scores = self.engine.call(lambda m, t, convs=convs: flr_scores(m, t, convs, batch_size=self.batch),
-                                          adapter=version, background=True).result(timeout=600)
+                scores = self.engine.score_followups(convs, adapter=version).result(timeout=600)
             except Exception as exc:  # left without a score, not retried forever ahead of the rest
                 log.warning("follow-up likelihood of %s failed: %s", [r["id"] for r in chunk], exc)
                 scores = [None] * len(chunk)

@@ -15,7 +15,7 @@ from datetime import datetime
 from adapters.registry import AdapterVersion, Change, Registry
 from service.rollout.canary import CanaryVerdict, judge_canary
 from service.rollout.lifecycle import Lifecycle
-from service.serving.engine import Engine
+from service.serving.engines.base import Engine
 from service.serving.router import AdapterRouter
 from service.settings import Settings
 from service.store import Store
@@ -29,7 +29,9 @@ class ServerRollout:
     def __init__(self, settings: Settings, store: Store, engine: Engine):
         self.settings, self.store, self.engine = settings, store, engine
         self.registry = Registry(settings.data_dir / "adapters", base_model_id=engine.model_id)
-        self.registry.record_base_config(engine.model.config.to_dict())
+        config = engine.base_config()
+        if config is not None:
+            self.registry.record_base_config(config)
         self.router = AdapterRouter(self.registry, engine, default_name=settings.default_adapter)
         self.lifecycle = Lifecycle(self.registry, self.router.preload, lambda: self.router.sync(force=True))
         self.last_canary_check = 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import time
@@ -14,7 +15,7 @@ from policies.scope import ScopeMatcher, with_principles
 from service.api.protocol import ChatCompletionRequest
 from service.errors import APIError
 from service.metrics import Metrics
-from service.serving.engine import Delta, Engine, Failed, Finished, GenJob
+from service.serving.engines.base import Delta, Engine, Failed, Finished, GenJob
 from service.serving.router import AdapterRouter, Route, UnknownModel
 from service.serving.scope import ServingScope
 from service.settings import Settings
@@ -81,7 +82,8 @@ class ChatService:
         """Everything up to the start of generation: validation, conversation link, the record."""
         messages, budget = self._validate(req)
         applied = await run_in_threadpool(self._scoped_principles, messages)
-        prompt_ids = self.engine.encode_chat(with_principles(messages, applied))
+        rendered = with_principles(messages, applied)
+        prompt_ids = self.engine.encode_chat(rendered)
         if len(prompt_ids) + budget > self.settings.max_context_tokens:
             raise APIError(
                 400,
@@ -121,7 +123,8 @@ class ChatService:
         except BaseException:
             self._release(record)
             raise
-        job = GenJob(prompt_ids, budget, temperature, top_p, req.seed, req.stop or [], adapter)
+        job = GenJob(prompt_ids, budget, temperature, top_p, req.seed, req.stop or [], adapter,
+                     messages=rendered, sticky_key=conversation_id)
         return record, job
 
     async def _finish(self, record: dict, fin: Finished | None, error: str | None, started: float, ttft: float | None, text: str) -> None:
@@ -156,14 +159,15 @@ class ChatService:
         started, ttft, fin = time.time(), None, None
         self.metrics.in_flight.inc()
         try:
-            async for ev in self.engine.stream(job):
-                if isinstance(ev, Delta) and ttft is None:
-                    ttft = time.time() - started
-                elif isinstance(ev, Failed):
-                    await self._finish(record, None, ev.message, started, ttft, "")
-                    raise APIError(500, ev.message, None, "generation_failed")
-                elif isinstance(ev, Finished):
-                    fin = ev
+            async with contextlib.aclosing(self.engine.stream(job)) as events:
+                async for ev in events:
+                    if isinstance(ev, Delta) and ttft is None:
+                        ttft = time.time() - started
+                    elif isinstance(ev, Failed):
+                        await self._finish(record, None, ev.message, started, ttft, "")
+                        raise APIError(ev.status, ev.message, None, ev.code)
+                    elif isinstance(ev, Finished):
+                        fin = ev
         finally:
             self.metrics.in_flight.dec()
         await self._finish(record, fin, None, started, ttft, fin.text)
@@ -199,20 +203,23 @@ class ChatService:
         self.metrics.in_flight.inc()
         try:
             yield chunk({"role": "assistant", "content": ""})
-            async for ev in self.engine.stream(job):
-                if isinstance(ev, Delta):
-                    if ttft is None:
-                        ttft = time.time() - started
-                    parts.append(ev.text)
-                    yield chunk({"content": ev.text})
-                elif isinstance(ev, Failed):
-                    done = True  # from here the record is finished by _finish, even if we are cancelled
-                    await self._finish(record, None, ev.message, started, ttft, "".join(parts))
-                    err = {"error": {"message": ev.message, "type": "server_error", "param": None, "code": "generation_failed"}}
-                    yield sse(err)
-                    return
-                else:
-                    fin = ev
+            # aclosing: when the client goes away, the engine's stream is closed at once (a
+            # remote engine's upstream request is cancelled then, not when it is collected).
+            async with contextlib.aclosing(self.engine.stream(job)) as events:
+                async for ev in events:
+                    if isinstance(ev, Delta):
+                        if ttft is None:
+                            ttft = time.time() - started
+                        parts.append(ev.text)
+                        yield chunk({"content": ev.text})
+                    elif isinstance(ev, Failed):
+                        done = True  # from here the record is finished by _finish, even if we are cancelled
+                        await self._finish(record, None, ev.message, started, ttft, "".join(parts))
+                        kind = "invalid_request_error" if ev.status < 500 else "server_error"
+                        yield sse({"error": {"message": ev.message, "type": kind, "param": None, "code": ev.code}})
+                        return
+                    else:
+                        fin = ev
             # Stored before the client hears the end, so feedback sent right after finds it. The
             # answer is complete: a client leaving during the write does not make it "aborted".
             done = True

@@ -18,9 +18,8 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from adapters.registry import AdapterRejected, AdapterVersion, Registry, Resolution, check_loadable
-from service.serving.engine import Engine
-from service.serving.slots import prepare_adapter
+from adapters.registry import AdapterRejected, AdapterVersion, Registry, Resolution
+from service.serving.engines.base import Engine
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +158,10 @@ class AdapterRouter:
         if self.engine.keep_loaded(version.version_id):  # also calls off an unload still pending
             return
         self.registry.verify(version.version_id)  # weights unchanged since registration
-        prepared = prepare_adapter(version.path)
-        if not self.engine.fits(prepared):  # a structure that has not loaded here before
-            check_loadable(version.path, self.engine.model)  # shapes match, on a weightless copy
         try:
-            self.engine.load_adapter(version.version_id, prepared).result(timeout=300)
+            self.engine.load_adapter(version.version_id, str(version.path)).result(timeout=300)
+        except AdapterRejected:
+            raise
         except Exception as exc:
             raise AdapterRejected(f"{version.version_id} failed to load: {exc}") from exc
         self.load_errors.pop(version.version_id, None)

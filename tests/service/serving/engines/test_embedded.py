@@ -8,7 +8,8 @@ import threading
 import pytest
 import torch
 
-from service.serving.engine import Delta, Engine, Failed, Finished, GenJob
+from service.serving.engines.base import Delta, Failed, Finished, GenJob
+from service.serving.engines.embedded import EmbeddedEngine as Engine
 from service.serving.slots import prepare_adapter
 
 

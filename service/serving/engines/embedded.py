@@ -1,4 +1,4 @@
-"""The inference engine: one model, one decoding thread, requests decoded together in batches.
+"""The embedded engine (the default): one model, one decoding thread, requests decoded together in batches.
 
 Requests are queued; a single worker thread owns the model, so no two forward passes ever
 race on it, and loading or unloading a LoRA adapter happens between steps. Requests are
@@ -17,49 +17,17 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Sequence
 
 import torch
 
+from adapters.registry import check_loadable
+from service.serving.engines.base import Delta, Engine, Event, Failed, Finished, GenJob
 from service.serving.slots import AdapterSlots, PreparedAdapter, prepare_adapter
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Delta:
-    text: str
-
-
-@dataclass
-class Finished:
-    finish_reason: str  # "stop" | "length" | "cancelled"
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass
-class Failed:
-    message: str
-
-
-Event = Delta | Finished | Failed
-
-
-@dataclass(eq=False)  # identity semantics: two equal-looking requests are still two requests
-class GenJob:
-    prompt_ids: list[int]
-    max_new_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    adapter: str | None = None
-    emit: Callable[[Event], None] = lambda ev: None
-    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -132,7 +100,7 @@ class _Batch:
         return other
 
 
-class Engine:
+class EmbeddedEngine(Engine):
     def __init__(self, model, tokenizer, model_id: str, max_batch_size: int = 8):
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -239,9 +207,21 @@ class Engine:
 
     def load_adapter(self, name: str, adapter: str | Path | PreparedAdapter) -> Future:
         """Load a LoRA adapter (a directory, or one already prepared) under `name`: the files
-        are read here, the layers are touched on the engine thread between steps."""
+        are read and checked here, the layers are touched on the engine thread between steps."""
         prepared = adapter if isinstance(adapter, PreparedAdapter) else prepare_adapter(adapter)
+        if not self.fits(prepared):  # a structure that has not loaded here before
+            check_loadable(prepared.path, self.model)  # shapes match, on a weightless copy
         return self.call(lambda model, tok: self.slots.load(name, prepared))
+
+    def base_config(self) -> dict:
+        return self.model.config.to_dict()
+
+    def score_followups(self, conversations: Sequence[list[dict]], adapter: str | None = None) -> Future:
+        """On the engine thread as a background call: only while no request is being decoded."""
+        from adapters.flr import flr_scores
+
+        convs = list(conversations)
+        return self.call(lambda m, t: flr_scores(m, t, convs, batch_size=16), adapter=adapter, background=True)
 
     def unload_adapter(self, name: str) -> None:
         """Unload `name` once no request holds it; requests in flight finish on it first."""
