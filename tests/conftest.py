@@ -77,3 +77,21 @@ def live_server(tmp_path_factory, embedded_model_dir, model_cache):
     server = LiveServer(tmp_path_factory.mktemp("live"), model_cache).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_replicas(tmp_path_factory, embedded_model_dir):
+    """Two real vLLM replicas of the embedded model on loopback, shared by the session's vLLM
+    tests (each takes about a minute to start; they start together)."""
+    from tests.fixtures.vllm import VLLMServer, require_vllm
+
+    require_vllm()
+    logs = tmp_path_factory.mktemp("vllm-logs")
+    servers = [VLLMServer(embedded_model_dir, logs).start() for _ in range(2)]
+    try:
+        for s in servers:
+            s.wait()
+        yield servers
+    finally:
+        for s in servers:
+            s.stop()

@@ -10,6 +10,8 @@ Layout under `root`:
     state.json                  mutable status of every version, replaced atomically
     base_model_config.json      the served base model's config (written by the server), so a
                                 process without the model (the CLI, the job) can check shapes
+    engine_limits.json          what the serving engine can load (e.g. vLLM's max_lora_rank),
+                                written by the server; registration refuses what exceeds it
     audit.jsonl                 one line per status change (and per refused registration)
     .lock                       flock: serialises writers across threads and processes
     .tmp-PID-*                  writes in progress; removed on open once PID is gone
@@ -60,7 +62,7 @@ from typing import Callable, Iterator
 
 from adapters.files import TMP_PREFIX, fsync_path, write_json_atomic
 from adapters.registry.validate import stage_copy
-from adapters.registry.versions import (AUDIT, BASE_CONFIG, METADATA, NAME_RE, STATE, WEIGHTS,
+from adapters.registry.versions import (AUDIT, BASE_CONFIG, ENGINE_LIMITS, METADATA, NAME_RE, STATE, WEIGHTS,
                                         AdapterRejected, AdapterVersion, Change, InvalidTransition, NotFound,
                                         RegistryError, Resolution, parse_version_id)
 from adapters.runtime import pid_alive
@@ -173,6 +175,28 @@ class Registry:
         except (OSError, ValueError):
             return None
 
+    def record_engine_limits(self, limits: dict) -> None:
+        """Keep what the serving engine can load ({"max_lora_rank": 16}); `register` refuses
+        adapters beyond it, whichever process registers them."""
+        with self._locked():
+            if self.engine_limits() != limits:
+                write_json_atomic(self.root / ENGINE_LIMITS, limits)
+
+    def engine_limits(self) -> dict:
+        try:
+            return json.loads((self.root / ENGINE_LIMITS).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _check_engine_limits(self, staged: Path) -> None:
+        max_rank = self.engine_limits().get("max_lora_rank")
+        if not max_rank:
+            return
+        config = json.loads((staged / "adapter_config.json").read_text())
+        rank = max([config.get("r") or 0, *(config.get("rank_pattern") or {}).values()])
+        if rank > max_rank:
+            raise AdapterRejected(f"LoRA rank {rank} is above the serving engine's max_lora_rank {max_rank}")
+
     def audit(self, limit: int | None = None) -> list[dict]:
         try:
             lines = (self.root / AUDIT).read_text().splitlines()
@@ -209,6 +233,11 @@ class Registry:
         src = Path(src_dir)
         try:
             tmp, facts = stage_copy(src, self.root, report, self.base_model_id)
+            try:
+                self._check_engine_limits(tmp)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
         except AdapterRejected as e:
             with self._locked():
                 self._append_audit([{"action": "refuse", "name": name, "source": str(src), "reason": str(e), "actor": actor}])

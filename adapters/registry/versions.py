@@ -19,6 +19,7 @@ METADATA = "metadata.json"
 STATE = "state.json"
 AUDIT = "audit.jsonl"
 BASE_CONFIG = "base_model_config.json"
+ENGINE_LIMITS = "engine_limits.json"
 # Loading any of these runs pickle, which can execute arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # '@' and '/' are excluded so that a name can never be mistaken for a version id or a path.

@@ -17,6 +17,7 @@ from service.api.errors import responses
 from service.api.protocol import CanaryShare, Reason, RegisterAdapter
 from service.errors import APIError
 from service.rollout.server import ServerRollout
+from service.serving.engines.base import EngineFull
 
 router = APIRouter(prefix="/admin/adapters", responses=responses(400, 401, 503))
 
@@ -30,6 +31,8 @@ async def _call(fn, *args, **kwargs):
         raise APIError(409, str(exc), "version", "invalid_transition") from exc
     except AdapterRejected as exc:
         raise APIError(400, str(exc), "path", "adapter_rejected") from exc
+    except EngineFull as exc:
+        raise APIError(409, str(exc), "version", "engine_full") from exc
     except RegistryError as exc:
         raise APIError(400, str(exc), None, "invalid_value") from exc
 

@@ -32,6 +32,7 @@ class ServerRollout:
         config = engine.base_config()
         if config is not None:
             self.registry.record_base_config(config)
+        self.registry.record_engine_limits(engine.limits())
         self.router = AdapterRouter(self.registry, engine, default_name=settings.default_adapter)
         self.lifecycle = Lifecycle(self.registry, self.router.preload, lambda: self.router.sync(force=True))
         self.last_canary_check = 0.0

@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 
 from adapters.registry import AdapterRejected, AdapterVersion, Registry, Resolution
-from service.serving.engines.base import Engine
+from service.serving.engines.base import Engine, EngineFull
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class AdapterRouter:
         self.registry.verify(version.version_id)  # weights unchanged since registration
         try:
             self.engine.load_adapter(version.version_id, str(version.path)).result(timeout=300)
-        except AdapterRejected:
+        except (AdapterRejected, EngineFull):  # EngineFull is not the adapter's fault: not rejected
             raise
         except Exception as exc:
             raise AdapterRejected(f"{version.version_id} failed to load: {exc}") from exc

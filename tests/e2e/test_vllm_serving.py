@@ -1,0 +1,159 @@
+"""End to end with real vLLM: a real `refinery serve` (REFINERY_ENGINE=vllm) in front of two real
+vLLM replicas on loopback, driven by the official openai client and compared with the same
+requests sent to vLLM directly.
+
+Two replicas decode slowly on a small CPU box, so every generation here is a few tokens long.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.fixtures.vllm import SERVED_NAME
+
+pytestmark = pytest.mark.e2e
+
+ADMIN = {"Authorization": "Bearer admin"}
+PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "Name a colour of the sky."}],
+    [{"role": "user", "content": "Say hello."}],
+]
+
+
+@pytest.fixture(scope="module")
+def loras(tmp_path_factory, embedded_model_dir):
+    """Two random LoRA adapters on the embedded model: their greedy answers differ from the
+    base model's and from each other's."""
+    from tests.fixtures.models import make_lora
+
+    root = tmp_path_factory.mktemp("loras")
+    return [make_lora(embedded_model_dir, root / f"lora{seed}", seed=seed) for seed in (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def refinery(tmp_path_factory, vllm_replicas, embedded_model_dir, model_cache):
+    from tests.fixtures.server import LiveServer
+
+    env = {"REFINERY_ENGINE": "vllm", "REFINERY_ENGINE_URLS": ",".join(r.url for r in vllm_replicas),
+           "REFINERY_ADMIN_KEY": "admin", "REFINERY_BACKGROUND_ANALYSIS": "false", "REFINERY_RUN_JOBS": "false",
+           "REFINERY_SCOPE_MATCHER": "lexical", "REFINERY_REGISTRY_POLL_S": "0.2", "REFINERY_ENGINE_HEALTH_S": "0.5",
+           "REFINERY_DEFAULT_TEMPERATURE": "0"}
+    server = LiveServer(tmp_path_factory.mktemp("refinery-vllm"), model_cache, model=str(embedded_model_dir),
+                        env=env).start(timeout=300)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(refinery):
+    from openai import OpenAI
+
+    return OpenAI(base_url=refinery.url + "/v1", api_key="unused", max_retries=0)
+
+
+def admin(refinery, method: str, path: str, **kw) -> httpx.Response:
+    return httpx.request(method, refinery.url + path, headers=ADMIN, timeout=300, **kw)
+
+
+def register(refinery, path: str, name: str) -> str:
+    r = admin(refinery, "POST", "/admin/adapters", json={"path": path, "name": name})
+    assert r.status_code in (200, 201), r.text
+    return r.json()["id"]
+
+
+def streamed(client, messages, model="refinery", max_tokens=6):
+    """(model named by the response, text, usage) of one streamed request."""
+    stream = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0,
+                                            stream=True, stream_options={"include_usage": True})
+    named, parts, usage = None, [], None
+    for chunk in stream:
+        named = named or chunk.model
+        streamed.last_id = chunk.id
+        usage = chunk.usage or usage
+        if chunk.choices and chunk.choices[0].delta.content:
+            parts.append(chunk.choices[0].delta.content)
+    return named, "".join(parts), usage
+
+
+def test_health_lists_the_replicas(refinery, vllm_replicas):
+    body = httpx.get(refinery.url + "/health", timeout=10).json()
+    assert body["status"] == "ok" and body["model"] == SERVED_NAME
+    assert {r["url"] for r in body["engine"]["replicas"]} == {r.url for r in vllm_replicas}
+    assert all(r["up"] for r in body["engine"]["replicas"])
+
+
+def test_openai_client_gets_what_vllm_direct_answers(client, refinery, vllm_replicas, loras):
+    direct = vllm_replicas[0].chat(PROMPTS[0])
+    plain = client.chat.completions.create(model=SERVED_NAME, messages=PROMPTS[0], max_tokens=6, temperature=0)
+    assert plain.choices[0].message.content == direct and plain.model == SERVED_NAME
+    named, text, usage = streamed(client, PROMPTS[0], model=SERVED_NAME)
+    assert (named, text) == (SERVED_NAME, direct)
+    assert usage.completion_tokens == plain.usage.completion_tokens and usage.prompt_tokens == plain.usage.prompt_tokens
+
+    # An adapter version: Refinery loads it on both replicas under its own name, so vLLM can be
+    # asked for it directly too.
+    vid = register(refinery, loras[0], "direct")
+    assert admin(refinery, "POST", f"/admin/adapters/{vid}/promote").status_code == 200
+    for replica in vllm_replicas:
+        models = httpx.get(replica.url + "/v1/models", timeout=10).json()["data"]
+        assert vid in {m["id"] for m in models}
+    direct_v = vllm_replicas[1].chat(PROMPTS[0], model=vid)
+    assert direct_v != direct
+    plain = client.chat.completions.create(model="direct", messages=PROMPTS[0], max_tokens=6, temperature=0)
+    assert (plain.model, plain.choices[0].message.content) == (vid, direct_v)
+    assert streamed(client, PROMPTS[0], model="direct")[:2] == (vid, direct_v)
+    assert admin(refinery, "POST", f"/admin/adapters/{vid}/retire").status_code == 200
+
+
+def test_the_stored_exchange_keeps_version_tokens_latency_and_ttft(client, refinery):
+    import sqlite3
+
+    named, text, usage = streamed(client, PROMPTS[1], model=SERVED_NAME)
+    con = sqlite3.connect(refinery.data_dir / "refinery.db")
+    con.row_factory = sqlite3.Row
+    row = con.execute("SELECT * FROM completions WHERE id = ?", (streamed.last_id,)).fetchone()
+    assert row["model"] == SERVED_NAME and row["status"] == "ok" and row["response"] == text
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (usage.prompt_tokens, usage.completion_tokens)
+    assert row["latency_ms"] > 0 and row["ttft_ms"] is not None and row["ttft_ms"] <= row["latency_ms"]
+
+
+def test_validation_and_engine_errors_come_back_in_the_openai_shape(refinery):
+    url = refinery.url + "/v1/chat/completions"
+    # Refinery's own 400 never reaches the engine.
+    r = httpx.post(url, json={"messages": [{"role": "assistant", "content": "no user turn"}]}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_value"
+    # vLLM refuses a seed past 2**63 - 1 that Refinery's own engine takes: its 400 is passed on.
+    body = {"model": SERVED_NAME, "messages": PROMPTS[2], "max_tokens": 2, "seed": 2**64 - 1}
+    r = httpx.post(url, json=body, timeout=30)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and "seed" in err["message"]
+
+
+def test_registration_refuses_a_rank_the_engine_cannot_serve(refinery, embedded_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(embedded_model_dir)
+    get_peft_model(model, LoraConfig(r=32, target_modules=["q_proj"])).save_pretrained(tmp_path / "r32")
+    r = admin(refinery, "POST", "/admin/adapters", json={"path": str(tmp_path / "r32"), "name": "wide"})
+    assert r.status_code == 400 and "max_lora_rank 16" in r.json()["error"]["message"]
+
+
+def test_a_client_that_goes_away_cancels_the_upstream_request(refinery, vllm_replicas):
+    body = {"model": SERVED_NAME, "messages": [{"role": "user", "content": "Count from one to one thousand."}],
+            "max_tokens": 400, "temperature": 0, "stream": True}
+    with httpx.stream("POST", refinery.url + "/v1/chat/completions", json=body, timeout=60) as resp:
+        for line in resp.iter_lines():
+            if '"content":"' in line and '"content":""' not in line:
+                break  # one token arrived: now hang up
+        assert sum(r.running() for r in vllm_replicas) >= 1
+    deadline = time.time() + 20  # 400 tokens would take minutes here
+    while sum(r.running() for r in vllm_replicas) > 0:
+        assert time.time() < deadline, "vLLM kept decoding for a client that had gone"
+        time.sleep(0.5)
