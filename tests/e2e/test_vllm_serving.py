@@ -157,3 +157,75 @@ def test_a_client_that_goes_away_cancels_the_upstream_request(refinery, vllm_rep
     while sum(r.running() for r in vllm_replicas) > 0:
         assert time.time() < deadline, "vLLM kept decoding for a client that had gone"
         time.sleep(0.5)
+
+
+class Clients:
+    """Streaming clients in threads, each sending the prompts in turn until stopped; every
+    answer is kept with the version its response names."""
+
+    def __init__(self, client, n: int, model: str, max_tokens: int = 4):
+        self.client, self.model, self.max_tokens = client, model, max_tokens
+        self.results: list[tuple[int, str, str]] = []  # (prompt index, version named, text)
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(n)]
+
+    def _run(self, i: int) -> None:
+        k = i
+        while not self._stop.is_set():
+            p = k % len(PROMPTS)
+            try:
+                named, text, _ = streamed(self.client, PROMPTS[p], model=self.model, max_tokens=self.max_tokens)
+                self.results.append((p, named, text))
+            except Exception as exc:  # counted, never raised in the thread
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            k += 1
+
+    def __enter__(self) -> "Clients":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(120)
+
+
+def served_counts(refinery) -> dict[str, int]:
+    reps = httpx.get(refinery.url + "/health", timeout=10).json()["engine"]["replicas"]
+    return {r["url"]: r["requests"] for r in reps}
+
+
+def test_promotions_and_rollbacks_under_streaming_clients(client, refinery, vllm_replicas, loras):
+    v1, v2 = register(refinery, loras[0], "swap"), register(refinery, loras[1], "swap")
+    expected: dict[str, list[str]] = {}
+    for vid in (v1, v2):
+        assert admin(refinery, "POST", f"/admin/adapters/{vid}/promote").status_code == 200
+        expected[vid] = [vllm_replicas[0].chat(p, model=vid, max_tokens=4) for p in PROMPTS]
+    assert expected[v1] != expected[v2]
+    before = served_counts(refinery)
+    swaps = 0
+    with Clients(client, 6, "swap") as clients:
+        while swaps < 10:
+            time.sleep(1.0)
+            if swaps % 2 == 0:
+                r = admin(refinery, "POST", "/admin/adapters/swap/rollback")  # v2 -> v1
+            else:
+                r = admin(refinery, "POST", f"/admin/adapters/{v2}/promote")
+            assert r.status_code == 200, r.text
+            swaps += 1
+        time.sleep(2.0)
+    assert not clients.errors, clients.errors[:3]
+    print(f"{len(clients.results)} streamed answers across {swaps} promotions/rollbacks, 0 failed")
+    named = {n for _, n, _ in clients.results}
+    assert named == {v1, v2}, named
+    wrong = [(p, n, t) for p, n, t in clients.results if t != expected[n][p]]
+    assert not wrong, f"{len(wrong)} of {len(clients.results)} answers differ from their version's: {wrong[:3]}"
+    after = served_counts(refinery)
+    assert all(after[u] > before[u] for u in after), (before, after)
+    # Only the active version stays loaded: the other drained and was unloaded everywhere.
+    time.sleep(1.0)
+    for replica in vllm_replicas:
+        loaded = {m["id"] for m in httpx.get(replica.url + "/v1/models", timeout=10).json()["data"] if m.get("parent")}
+        assert loaded == {v2}, loaded
