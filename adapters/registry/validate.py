@@ -82,9 +82,11 @@ def validate_weights(path: Path) -> tuple[str, int]:
     return sha.hexdigest(), path.stat().st_size
 
 
-def stage_copy(src: Path, root: Path, report: dict | Path | str | None, serving: str | None) -> tuple[Path, dict]:
+def stage_copy(src: Path, root: Path, report: dict | Path | str | None, serving: str | None,
+               limits: dict | None = None) -> tuple[Path, dict]:
     """Copy the adapter into a temporary directory in `root` and validate the copy (so what is
-    checked is exactly what is stored). `serving` is the base model the registry serves, if known.
+    checked is exactly what is stored). `serving` is the base model the registry serves, if known;
+    `limits` what its engine can load (check_engine_limits).
     Returns (temp dir, facts for metadata.json)."""
     if not src.is_dir():
         raise AdapterRejected(f"{src} is not a directory")
@@ -118,6 +120,7 @@ def stage_copy(src: Path, root: Path, report: dict | Path | str | None, serving:
             fsync_path(tmp / report_field)
         raw, lora = validate_config(tmp / CONFIG)
         sha, size = validate_weights(tmp / WEIGHTS)
+        check_engine_limits(tmp, limits or {})
         trained_on = raw.get("base_model_name_or_path")
         if trained_on and serving and not same_base_model(trained_on, serving):
             raise AdapterRejected(f"adapter was trained on {trained_on}, this server serves {serving}")
@@ -126,6 +129,18 @@ def stage_copy(src: Path, root: Path, report: dict | Path | str | None, serving:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_engine_limits(version_dir: Path, limits: dict) -> None:
+    """Raise AdapterRejected for an adapter beyond what the serving engine can load (`limits`
+    as the server recorded them: vLLM's max_lora_rank)."""
+    max_rank = limits.get("max_lora_rank")
+    if not max_rank:
+        return
+    config = json.loads((Path(version_dir) / CONFIG).read_text())
+    rank = max([config.get("r") or 0, *(config.get("rank_pattern") or {}).values()])
+    if rank > max_rank:
+        raise AdapterRejected(f"LoRA rank {rank} is above the serving engine's max_lora_rank {max_rank}")
 
 
 def check_loadable(version_dir: Path | str, model: Any) -> None:

@@ -216,6 +216,17 @@ def test_base_model_recorded_by_server_applies_to_later_opens(tmp_path, lora):
         cli.register(lora["a"], "x")
 
 
+def test_engine_limits_recorded_by_the_server_refuse_a_higher_rank_anywhere(tmp_path, lora, tiny_model_dir):
+    server = Registry(tmp_path / "adapters", base_model_id=str(tiny_model_dir))
+    server.record_engine_limits({"max_lora_rank": 1})  # the adapters here have r=2
+    cli = Registry(tmp_path / "adapters")
+    with pytest.raises(AdapterRejected, match="LoRA rank 2 is above the serving engine's max_lora_rank 1"):
+        cli.register(lora["a"], "x")
+    _assert_nothing_stored(cli)
+    server.record_engine_limits({"max_lora_rank": 16})
+    assert cli.register(lora["a"], "x") == "x@v1"
+
+
 def test_same_base_model_compares_last_component():
     assert same_base_model("/data/models/SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")
     assert same_base_model("smollm2-135m-instruct/", "SmolLM2-135M-Instruct")

@@ -229,3 +229,40 @@ def test_promotions_and_rollbacks_under_streaming_clients(client, refinery, vllm
     for replica in vllm_replicas:
         loaded = {m["id"] for m in httpx.get(replica.url + "/v1/models", timeout=10).json()["data"] if m.get("parent")}
         assert loaded == {v2}, loaded
+
+
+def test_a_killed_replica_fails_only_its_streams_and_rejoins_with_the_active_version(client, refinery, vllm_replicas,
+                                                                                     loras):
+    vid = register(refinery, loras[0], "sturdy")
+    assert admin(refinery, "POST", f"/admin/adapters/{vid}/promote").status_code == 200
+    victim, survivor = vllm_replicas
+    with Clients(client, 6, "sturdy", max_tokens=8) as clients:
+        time.sleep(4.0)
+        reps = {r["url"]: r for r in httpx.get(refinery.url + "/health", timeout=10).json()["engine"]["replicas"]}
+        streaming_on_victim = reps[victim.url]["in_flight"]
+        answered_before = len(clients.results)
+        victim.kill()
+        time.sleep(8.0)
+    print(f"{streaming_on_victim} streams on the killed replica, {len(clients.errors)} failed, "
+          f"{len(clients.results)} answered")
+    assert len(clients.errors) <= streaming_on_victim, (streaming_on_victim, clients.errors)
+    assert len(clients.results) > answered_before  # the survivor went on answering
+    assert all(n == vid for _, n, _ in clients.results)
+    body = httpx.get(refinery.url + "/health", timeout=10).json()
+    assert body["status"] == "ok"
+    assert {r["url"]: r["up"] for r in body["engine"]["replicas"]} == {victim.url: False, survivor.url: True}
+
+    # It comes back on the same address: the active version is loaded before it takes traffic.
+    victim.start().wait()
+    deadline = time.time() + 60
+    while not all(r["up"] for r in httpx.get(refinery.url + "/health", timeout=10).json()["engine"]["replicas"]):
+        assert time.time() < deadline, "the replica did not rejoin"
+        time.sleep(0.5)
+    loaded = {m["id"] for m in httpx.get(victim.url + "/v1/models", timeout=10).json()["data"] if m.get("parent")}
+    assert vid in loaded
+    before = served_counts(refinery)[victim.url]
+    for i in range(4):  # new conversations spread over both replicas again
+        r = client.chat.completions.create(model="sturdy", messages=PROMPTS[i % len(PROMPTS)], max_tokens=2,
+                                           temperature=0, extra_headers={"X-Conversation-Id": f"rejoin-{i}"})
+        assert r.model == vid
+    assert served_counts(refinery)[victim.url] > before
