@@ -125,7 +125,7 @@ def test_register_refuses_bad_names(reg, lora, name):
 
 def _assert_nothing_stored(reg: Registry) -> None:
     assert reg.list() == []
-    assert [p for p in reg.root.iterdir() if p.name not in ("state.json", "audit.jsonl", ".lock")] == []
+    assert [p for p in reg.root.iterdir() if p.name not in ("state.json", "audit.jsonl", ".lock", "engine_limits.json")] == []
 
 
 @pytest.mark.parametrize("fname", ["adapter_model.bin", "training_args.bin", "optimizer.pt", "x.pkl", "sub/state.ckpt"])
