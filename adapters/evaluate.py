@@ -122,7 +122,7 @@ def _prompt_sets(prompts) -> dict[str, list[str]]:
 def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str, Path | str] | None = None,
                         judge=None, *, comparison: Comparison | None = None, max_new_tokens: int = 64,
                         batch_size: int = 16, candidate: str | None = None, judge_retries: int = 1,
-                        weak_judge_ok: bool = False, progress: bool = False) -> EvalReport:
+                        weak_judge_ok: bool = False, progress: bool = False, generate_fn=None) -> EvalReport:
     """Base, in-context and every adapter in `adapters` ({name: directory}) on the same prompts.
 
     `model` is the base model (a plain transformers model, or a PeftModel whose adapters are then
@@ -134,6 +134,10 @@ def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str
     A judge that is not capable (policies.teacher.is_capable: the small local model) is ignored
     unless `weak_judge_ok`: a 135M judge's verdicts would make the gate a coin toss. The report
     then says nothing measured the effect, and the gate fails.
+
+    `generate_fn(conversations, max_new_tokens, adapter_dir or None) -> answers` generates
+    somewhere else instead (an engine that loads the adapter itself, such as vLLM); `model` is
+    then not used.
     """
     f = _fields(principle)
     ignored_judge = None
@@ -148,13 +152,16 @@ def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str
     # The model generating right now: the base, then the PEFT wrapper once an adapter is on.
     model_ref = [model]
 
-    def answer_all(system_rule: bool) -> tuple[dict[str, list[str]], float]:
+    def answer_all(system_rule: bool, adapter_dir=None) -> tuple[dict[str, list[str]], float]:
         convs = [[{"role": "user", "content": p}] for _, p in order]
         if system_rule:
             convs = [with_principles(c, [rule]) for c in convs]
         start = time.perf_counter()
-        flat = generate(model_ref[0], tokenizer, convs, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                        progress=progress)
+        if generate_fn is not None:
+            flat = generate_fn(convs, max_new_tokens, adapter_dir)
+        else:
+            flat = generate(model_ref[0], tokenizer, convs, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                            progress=progress)
         out: dict[str, list[str]] = {s: [] for s in SCOPES}
         for (s, _), a in zip(order, flat):
             out[s].append(a)
@@ -163,8 +170,15 @@ def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str
     from peft import PeftModel
 
     raw: dict[str, tuple[str, str | None, dict[str, list[str]], float]] = {}
+    if generate_fn is not None:
+        raw["base"] = ("base", None, *answer_all(False))
+        raw["in_context"] = ("in_context", None, *answer_all(True))
+        for name, adapter_dir in (adapters or {}).items():
+            raw[name] = ("adapter", str(adapter_dir), *answer_all(False, adapter_dir))
     given_peft = isinstance(model, PeftModel)
-    if given_peft:
+    if generate_fn is not None:
+        pass
+    elif given_peft:
         with model.disable_adapter():
             raw["base"] = ("base", None, *answer_all(False))
             raw["in_context"] = ("in_context", None, *answer_all(True))
@@ -175,7 +189,7 @@ def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str
     previous = model.active_adapter if given_peft else None
     wrapped = None
     try:
-        for name, adapter_dir in (adapters or {}).items():
+        for name, adapter_dir in ({} if generate_fn is not None else adapters or {}).items():
             load_name = f"eval-{name}"
             if given_peft:
                 model.load_adapter(str(adapter_dir), adapter_name=load_name)

@@ -94,22 +94,27 @@ def content_hash(data: dict) -> str:
 
 
 def evaluate_corrections(model, tokenizer, adapter_dir: Path | str, evaluation: dict, gate: GateThresholds,
-                         max_new_tokens: int = 64, progress: bool = False) -> dict:
+                         max_new_tokens: int = 64, progress: bool = False, generate_fn=None) -> dict:
     """Base and candidate on the evaluation prompts of `correction_rows`; the gate's verdict.
 
-    `model` is the plain base model; the adapter is put on with PEFT and taken off again."""
+    `model` is the plain base model; the adapter is put on with PEFT and taken off again. With
+    `generate_fn(conversations, max_new_tokens, adapter_dir or None)` the answers come from the
+    serving engine instead (service.distill.remote) and `model` is not used."""
     from peft import PeftModel
 
     convs = ([c["messages"] for c in evaluation["corrected"]]
              + [[{"role": "user", "content": q}] for q in evaluation["near_scope"] + evaluation["out_of_scope"]])
-    run = lambda m: generate(m, tokenizer, convs, max_new_tokens=max_new_tokens, batch_size=16, progress=progress)  # noqa: E731
-    base = run(model)
-    wrapped = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name="eval-corrections")
-    wrapped.eval()
-    try:
-        cand = run(wrapped)
-    finally:
-        wrapped.unload()
+    if generate_fn is not None:
+        base, cand = generate_fn(convs, max_new_tokens, None), generate_fn(convs, max_new_tokens, adapter_dir)
+    else:
+        run = lambda m: generate(m, tokenizer, convs, max_new_tokens=max_new_tokens, batch_size=16, progress=progress)  # noqa: E731
+        base = run(model)
+        wrapped = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name="eval-corrections")
+        wrapped.eval()
+        try:
+            cand = run(wrapped)
+        finally:
+            wrapped.unload()
     n_c, n_n = len(evaluation["corrected"]), len(evaluation["near_scope"])
     rows = []
     for i, c in enumerate(evaluation["corrected"]):

@@ -33,6 +33,7 @@ from service.distill.corrections import content_hash, correction_rows, evaluate_
 from service.distill.pipeline import (build_dataset, corpus_prompts, evaluate, report_table, train_adapter,
                                      training_rows)
 from service.distill.recipe import Recipe
+from service.distill.remote import EngineGenerator
 from service.distill.thumbs import thumb_rows
 from service.learn.review import PrincipleBook
 from service.rollout.lifecycle import Lifecycle
@@ -97,21 +98,29 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
     recipe = Recipe.from_params(job["params"], model=settings.model)
     work.mkdir(parents=True, exist_ok=True)
 
-    # The served model answers the baselines: the base plus the version serving now.
+    # The served model answers the baselines: the base plus the version serving now, on the
+    # serving engine's replicas when vLLM is the engine (service.distill.remote), else here.
     stage("load model")
-    lm = load_model(settings.model, settings.model_cache_dir, settings.device)
-    model, tok = lm.model, lm.tokenizer
     active = registry.active(settings.default_adapter)
-    if active is not None:
-        model = PeftModel.from_pretrained(model, str(active.path), adapter_name="serving")
-        model.eval()
+    remote = EngineGenerator.from_settings(settings) if settings.engine == "vllm" else None
+    model = tok = None
+    if remote is None:
+        lm = load_model(settings.model, settings.model_cache_dir, settings.device)
+        model, tok = lm.model, lm.tokenizer
+        if active is not None:
+            model = PeftModel.from_pretrained(model, str(active.path), adapter_name="serving")
+            model.eval()
 
     new_ids = {p["id"] for p in new}
 
     def generate_fn(conversations: list[list[dict]], max_tokens: int) -> list[str]:
+        if remote is not None:
+            return remote.generate(conversations, max_tokens, model=active.version_id if active else None)
         return generate(model, tok, conversations, max_new_tokens=max_tokens, batch_size=16, progress=progress)
 
     def base_generate_fn(conversations: list[list[dict]], max_tokens: int) -> list[str]:
+        if remote is not None:
+            return remote.generate(conversations, max_tokens)
         with model.disable_adapter():
             return generate_fn(conversations, max_tokens)
 
@@ -160,7 +169,7 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
                                       n_out=syn.n_out_of_scope, near_weight=syn.near_weight,
                                       out_weight=syn.out_weight, max_tokens=syn.max_new_tokens, seed=syn.seed)
         write_atomic(corr_path, json.dumps(corrections, ensure_ascii=False))
-    if active is not None:
+    if active is not None and remote is None:
         model = model.unload()  # the plain base again, for training's reference and evaluation
 
     thumbs_path = work / "thumbs.json"
@@ -215,7 +224,8 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
                    f"held-out prompts of the training generator ({data.eval_prompts.generator})")
                   if has_eval else "the training prompts themselves (nothing else was available)")
         report, verdict = evaluate(model, tok, {"adapter": adapter_dir}, p, data.eval_prompts if has_eval else data.prompts,
-                                   recipe, judge=teacher, candidate="adapter", progress=progress, prompt_source=source)
+                                   recipe, judge=teacher, candidate="adapter", progress=progress, prompt_source=source,
+                                   generate_fn=remote.evaluation_fn() if remote is not None else None)
         report.write(rdir, verdict)
         reports[p["id"]] = json.loads((rdir / "report.json").read_text())
         passed_all &= verdict[0]
@@ -226,8 +236,9 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
             corrections_report = json.loads((rdir / "report.json").read_text())
         else:
             stage("evaluate corrections")
-            corrections_report = evaluate_corrections(model, tok, adapter_dir, corrections["evaluation"], recipe.gate,
-                                                      progress=progress)
+            corrections_report = evaluate_corrections(
+                model, tok, adapter_dir, corrections["evaluation"], recipe.gate, progress=progress,
+                generate_fn=remote.evaluation_fn() if remote is not None else None)
             rdir.mkdir(parents=True, exist_ok=True)
             (rdir / "report.md").write_text(report_markdown(corrections_report), encoding="utf-8")
             write_atomic(rdir / "report.json", json.dumps(corrections_report, ensure_ascii=False, indent=1))
