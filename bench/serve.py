@@ -4,8 +4,13 @@ prompts (their ratio is what the service costs).
 
     python bench/serve.py                      # starts its own server with the embedded model
     python bench/serve.py --url http://127.0.0.1:8000 --concurrency 1 4 8 --requests 8
+    python bench/serve.py --side-by-side       # vLLM direct, Refinery in front of vLLM, embedded
 
-Prints a table and writes bench/results/serve.json.
+--side-by-side starts one vLLM replica (the environment `scripts/install.sh --test` makes),
+measures it directly, then through Refinery (REFINERY_ENGINE=vllm; the same tokens, so the
+difference is what Refinery's loop costs), then Refinery's embedded engine, one at a time.
+
+Prints a table and writes bench/results/serve.json (serve-side-by-side.json).
 """
 
 from __future__ import annotations
@@ -37,9 +42,11 @@ PROMPTS = [
 ]
 
 
-async def one_request(client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int) -> dict:
+async def one_request(client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int, model: str | None = None) -> dict:
     body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0,
             "stream": True, "stream_options": {"include_usage": True}}
+    if model:
+        body["model"] = model
     start = time.perf_counter()
     first, tokens = None, 0
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
@@ -56,13 +63,13 @@ async def one_request(client: httpx.AsyncClient, url: str, prompt: str, max_toke
     return {"ttft": (first or end) - start, "latency": end - start, "tokens": tokens}
 
 
-async def run_level(url: str, concurrency: int, requests: int, max_tokens: int) -> dict:
+async def run_level(url: str, concurrency: int, requests: int, max_tokens: int, model: str | None = None) -> dict:
     queue = [PROMPTS[i % len(PROMPTS)] for i in range(requests)]
     results = []
 
     async def worker(client):
         while queue:
-            results.append(await one_request(client, url, queue.pop(), max_tokens))
+            results.append(await one_request(client, url, queue.pop(), max_tokens, model))
 
     async with httpx.AsyncClient(timeout=600) as client:
         start = time.perf_counter()
@@ -107,6 +114,72 @@ def in_process(concurrency: int, requests: int, max_tokens: int, model_spec, cac
     return {"concurrency": concurrency, "tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall}
 
 
+def machine_facts() -> dict:
+    import os
+
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch": torch.__version__, "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+def levels(url: str, args, model: str | None = None) -> list[dict]:
+    asyncio.run(run_level(url, 1, 1, 8, model))  # warm-up
+    return [asyncio.run(run_level(url, c, max(args.requests, c), args.max_tokens, model)) for c in args.concurrency]
+
+
+def side_by_side(args) -> None:
+    """vLLM direct, Refinery in front of the same vLLM, and the embedded engine, one at a time."""
+    from adapters.model import convert_embedded
+    from tests.fixtures.server import LiveServer
+    from tests.fixtures.vllm import SERVED_NAME, VLLMServer, vllm_python
+
+    if vllm_python() is None:
+        sys.exit("no vLLM environment: bash scripts/install.sh --test makes it")
+    cache = Path(args.model_cache)
+    model_dir = convert_embedded(cache)
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    results: dict[str, list[dict]] = {}
+    vllm = VLLMServer(model_dir, work).start().wait()
+    try:
+        results["vllm_direct"] = levels(vllm.url, args, SERVED_NAME)
+        env = {"REFINERY_ENGINE": "vllm", "REFINERY_ENGINE_URLS": vllm.url, "REFINERY_BACKGROUND_ANALYSIS": "false",
+               "REFINERY_RUN_JOBS": "false", "REFINERY_MAX_TOKENS_LIMIT": str(max(1024, args.max_tokens))}
+        front = LiveServer(work / "refinery-vllm", cache, model=str(model_dir), env=env)
+        front.data_dir.mkdir()
+        front.start(timeout=300)
+        try:
+            results["refinery_vllm"] = levels(front.url, args)
+        finally:
+            front.stop()
+    finally:
+        vllm.stop()
+    embedded = LiveServer(work / "refinery-embedded", cache, env={"REFINERY_BACKGROUND_ANALYSIS": "false",
+                                                                  "REFINERY_RUN_JOBS": "false"})
+    embedded.data_dir.mkdir()
+    embedded.start()
+    try:
+        results["refinery_embedded"] = levels(embedded.url, args)
+    finally:
+        embedded.stop()
+
+    machine = machine_facts()
+    print(f"\nmachine: {machine}")
+    print(f"{'clients':>7} {'vLLM tok/s':>10} {'Refinery+vLLM tok/s':>19} {'ratio':>6} {'vLLM TTFT p50':>13} "
+          f"{'added TTFT p50 ms':>17} {'embedded tok/s':>14} {'embedded TTFT p50':>17}")
+    rows = []
+    for d, f, e in zip(results["vllm_direct"], results["refinery_vllm"], results["refinery_embedded"]):
+        row = {"concurrency": d["concurrency"], "vllm_direct": d, "refinery_vllm": f, "refinery_embedded": e,
+               "ratio": f["tokens_per_s"] / d["tokens_per_s"], "added_ttft_p50_ms": (f["ttft_p50_s"] - d["ttft_p50_s"]) * 1000}
+        rows.append(row)
+        print(f"{d['concurrency']:>7} {d['tokens_per_s']:>10.1f} {f['tokens_per_s']:>19.1f} {row['ratio']:>6.2f} "
+              f"{d['ttft_p50_s']:>13.3f} {row['added_ttft_p50_ms']:>17.1f} {e['tokens_per_s']:>14.1f} {e['ttft_p50_s']:>17.3f}")
+    out = Path(args.out).with_name("serve-side-by-side.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine, "max_tokens": args.max_tokens, "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", help="A running server; default: start one with the embedded model.")
@@ -116,7 +189,10 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="Model for the in-process baseline (default embedded).")
     ap.add_argument("--model-cache", default=str(ROOT / ".cache" / "models"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve.json"))
+    ap.add_argument("--side-by-side", action="store_true", help="vLLM direct, Refinery in front of vLLM, embedded.")
     args = ap.parse_args()
+    if args.side_by_side:
+        return side_by_side(args)
 
     server = None
     url = args.url
@@ -126,19 +202,14 @@ def main() -> None:
         server = LiveServer(Path(tempfile.mkdtemp(prefix="bench-serve-")), Path(args.model_cache), args.model).start()
         url = server.url
     try:
-        asyncio.run(run_level(url, 1, 1, 8))  # warm-up
-        served = [asyncio.run(run_level(url, c, max(args.requests, c), args.max_tokens)) for c in args.concurrency]
+        served = levels(url, args)
     finally:
         if server:
             server.stop()
     local = [in_process(c, max(args.requests, c), args.max_tokens, args.model, Path(args.model_cache))
              for c in args.concurrency]
 
-    import torch
-
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpus": __import__("os").cpu_count(), "torch": torch.__version__,
-               "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    machine = machine_facts()
     print(f"\nmachine: {machine}")
     print(f"{'clients':>7} {'requests':>8} {'service tok/s':>13} {'in-process tok/s':>16} {'ratio':>6} "
           f"{'TTFT p50 s':>10} {'TTFT p95 s':>10}")
