@@ -47,6 +47,10 @@ def refinery(tmp_path_factory, vllm_replicas, embedded_model_dir, model_cache):
                         env=env).start(timeout=300)
     yield server
     server.stop()
+    for replica in vllm_replicas:  # the replicas are the session's: leave them as they were found
+        for m in httpx.get(replica.url + "/v1/models", timeout=10).json()["data"]:
+            if m.get("parent"):
+                httpx.post(replica.url + "/v1/unload_lora_adapter", json={"lora_name": m["id"]}, timeout=60)
 
 
 @pytest.fixture(scope="module")
