@@ -12,6 +12,11 @@ growth with the swap count would be a leak).
 Prints a table and writes bench/results/hotswap.json.
 
     python bench/hotswap.py --clients 4 --seconds 30 --swaps 40
+    python bench/hotswap.py --vllm 2 --adapters random --clients 6 --seconds 120 --swaps 20
+
+--vllm N puts the server in front of N vLLM replicas it starts on loopback (REFINERY_ENGINE=vllm,
+the environment `scripts/install.sh --test` makes); the memory figures are then Refinery's own
+process, not the replicas'.
 """
 
 from __future__ import annotations
@@ -156,6 +161,7 @@ def main() -> None:
     ap.add_argument("--adapters", choices=["train", "random"], default="train")
     ap.add_argument("--model", default=None, help="Base model (default: the embedded one).")
     ap.add_argument("--model-cache", default=str(ROOT / ".cache" / "models"))
+    ap.add_argument("--vllm", type=int, default=0, help="Serve through this many vLLM replicas started here.")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "hotswap.json"))
     args = ap.parse_args()
 
@@ -165,7 +171,17 @@ def main() -> None:
     cache = Path(args.model_cache)
     dirs = (train_marker_adapters if args.adapters == "train" else random_adapters)(work, args.model, cache)
     (work / "data").mkdir()
-    server = LiveServer(work / "data", cache, args.model, env={"REFINERY_ADMIN_KEY": "bench"}).start()
+    env, replicas, model = {"REFINERY_ADMIN_KEY": "bench"}, [], args.model
+    if args.vllm:
+        from adapters.model import resolve_model_path
+        from tests.fixtures.vllm import VLLMServer
+
+        model = resolve_model_path(args.model, cache)[0]
+        replicas = [VLLMServer(Path(model), work).start() for _ in range(args.vllm)]
+        for r in replicas:
+            r.wait()
+        env.update(REFINERY_ENGINE="vllm", REFINERY_ENGINE_URLS=",".join(r.url for r in replicas))
+    server = LiveServer(work / "data", cache, model, env=env).start(timeout=300)
     admin = {"Authorization": "Bearer bench"}
     try:
         versions = [httpx.post(server.url + "/admin/adapters", json={"path": str(d), "name": "refinery"},
@@ -221,6 +237,8 @@ def main() -> None:
                 loads[line.split('"')[1]] = int(float(line.split()[-1]))
     finally:
         server.stop()
+        for r in replicas:
+            r.stop()
 
     result = {
         "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count()},

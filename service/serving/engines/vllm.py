@@ -103,15 +103,17 @@ class VLLMEngine(Engine):
     def _check(self, replica: Replica) -> None:
         """Health-check one replica; bring it in line with what should be loaded before it
         takes (or goes on taking) traffic."""
-        try:
-            self._http.get(replica.url + "/health", timeout=5).raise_for_status()
-            models = self._http.get(replica.url + "/v1/models", timeout=5).json()["data"]
-        except Exception as exc:
-            if replica.up:
-                log.warning("replica %s is down: %s", replica.url, exc)
-            self.replicas.mark_down(replica, f"health check failed: {exc}")
-            return
+        # Under the admin lock: what the replica lists must be compared with what is loaded
+        # at the same moment (a load finishing in between would look like a lost version).
         with self._admin:
+            try:
+                self._http.get(replica.url + "/health", timeout=5).raise_for_status()
+                models = self._http.get(replica.url + "/v1/models", timeout=5).json()["data"]
+            except Exception as exc:
+                if replica.up:
+                    log.warning("replica %s is down: %s", replica.url, exc)
+                self.replicas.mark_down(replica, f"health check failed: {exc}")
+                return
             present = {m["id"] for m in models if m.get("parent")}
             wanted = dict(self.leases.loaded)
             missing = [n for n in wanted if n not in present]
