@@ -224,12 +224,19 @@ def test_promotions_and_rollbacks_under_streaming_clients(client, refinery, vllm
     with Clients(client, 6, "swap") as clients:
         while swaps < 10:
             time.sleep(1.0)
+            seen = len(clients.results)
             if swaps % 2 == 0:
-                r = admin(refinery, "POST", "/admin/adapters/swap/rollback")  # v2 -> v1
+                r, now = admin(refinery, "POST", "/admin/adapters/swap/rollback"), v1  # v2 -> v1
             else:
-                r = admin(refinery, "POST", f"/admin/adapters/{v2}/promote")
+                r, now = admin(refinery, "POST", f"/admin/adapters/{v2}/promote"), v2
             assert r.status_code == 200, r.text
             swaps += 1
+            # The next swap waits for an answer from this version (however slow the box is),
+            # so every swap is exercised by requests on both sides of it.
+            deadline = time.time() + 180
+            while not any(n == now for _, n, _ in clients.results[seen:]):
+                assert time.time() < deadline and not clients.errors, (swaps, clients.errors[:3])
+                time.sleep(0.2)
         time.sleep(2.0)
     assert not clients.errors, clients.errors[:3]
     print(f"{len(clients.results)} streamed answers across {swaps} promotions/rollbacks, 0 failed")
