@@ -1,0 +1,150 @@
+"""Does the refinement job learn users' corrections, and leave everything else as it was?
+
+    python bench/corrections.py                  # the train corrections, through the API, then refine
+    python bench/corrections.py --split test     # the second round (do not tune on it)
+
+bench/data/corrections.jsonl was written before the corrections recipe existed: factual
+corrections (public facts a 135M model gets wrong, and facts of made-up organisations no model
+can know), each with three paraphrases of its request and two near questions on the same
+surface, and 60 unrelated requests. Through the public interfaces only, on a fresh data
+directory with the embedded model and no teacher:
+
+1. `refinery serve`; each corrected request is asked (POST /v1/chat/completions) and its answer
+   corrected (POST /v1/feedback with `correction`), as a user of the API would;
+2. `refinery refine` (the job's recipe; its corrections report is read as written);
+3. `refinery generate`, base and with the candidate adapter, on the corrected requests, their
+   paraphrases (never trained on), the near questions and the unrelated requests.
+
+Per set: the share of answers that contain the corrected fact (base, candidate), and of the
+candidate's answers identical to the base model's (greedy). Prints a table; writes
+bench/results/corrections-<split>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench" / "data" / "corrections.jsonl"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def generate(env: dict, tmp: Path, name: str, prompts: list[str], adapter: Path | None, max_tokens: int) -> list[str]:
+    src, out = tmp / f"{name}.jsonl", tmp / f"{name}-out.jsonl"
+    src.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in prompts))
+    args = ["generate", "--prompts", str(src), "--out", str(out), "--max-tokens", str(max_tokens)]
+    r = cli(env, *args, *(["--adapter", str(adapter)] if adapter else []))
+    if r.returncode:
+        raise SystemExit(f"refinery generate failed: {r.stderr[-2000:]}")
+    return [json.loads(line)["response"] for line in out.read_text().splitlines()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--split", choices=("train", "test"), default="train")
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--unrelated", type=int, default=30)
+    ap.add_argument("--params", default=None, help="refinery refine --params (JSON)")
+    args = ap.parse_args()
+    rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+    facts = [r for r in rows if r["kind"] == "correction" and r["split"] == args.split]
+    unrelated = [r["request"] for r in rows if r["kind"] == "unrelated"][: args.unrelated]
+
+    tmp = Path(tempfile.mkdtemp(prefix="refinery-corrections-"))
+    env = dict(os.environ, REFINERY_DATA_DIR=str(tmp / "data"), REFINERY_TEACHER="none",
+               REFINERY_MODEL_CACHE=os.environ.get("REFINERY_MODEL_CACHE", str(ROOT / ".cache" / "models")))
+    port = free_port()
+    t0 = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline or server.poll() is not None:
+                raise SystemExit("the server did not start")
+            time.sleep(1)
+        served = []
+        for r in facts:
+            ans = httpx.post(url + "/v1/chat/completions", timeout=300,
+                             json={"messages": [{"role": "user", "content": r["request"]}],
+                                   "max_tokens": args.max_tokens, "temperature": 0}).json()
+            fb = httpx.post(url + "/v1/feedback", timeout=60, json={"completion_id": ans["id"], "thumb": "down",
+                                                                     "comment": r["comment"], "correction": r["correction"]})
+            fb.raise_for_status()
+            served.append(ans["choices"][0]["message"]["content"])
+    finally:
+        server.terminate()
+        try:
+            server.wait(120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    refine = cli(env, "refine", "--no-progress", *(["--params", args.params] if args.params else []))
+    refine_s = time.perf_counter() - t0
+    if refine.returncode:
+        raise SystemExit(f"refinery refine failed: {refine.stderr[-3000:]}\n{refine.stdout[-2000:]}")
+    jobs = sorted((tmp / "data" / "jobs").iterdir())
+    [report_path] = list(jobs[-1].glob("reports/*/corrections/report.json"))
+    job_report = json.loads(report_path.read_text())
+    [adapter] = [p for p in jobs[-1].glob("adapter-*") if (p / "adapter_config.json").exists()]
+
+    sets = {"corrected requests": [(r["request"], r["fact"]) for r in facts],
+            "paraphrases (unseen)": [(q, r["fact"]) for r in facts for q in r["paraphrases"]],
+            "near questions": [(q, r["fact"]) for r in facts for q in r["near"]],
+            "unrelated requests": [(q, None) for q in unrelated]}
+    results = {}
+    for name, items in sets.items():
+        prompts = [q for q, _ in items]
+        base = generate(env, tmp, f"base-{len(results)}", prompts, None, args.max_tokens)
+        cand = generate(env, tmp, f"cand-{len(results)}", prompts, adapter, args.max_tokens)
+        has = lambda answers: [f is not None and f.lower() in a.lower() for a, (_, f) in zip(answers, items)]  # noqa: E731
+        results[name] = {"n": len(items), "fact_base": sum(has(base)) / len(items), "fact_candidate": sum(has(cand)) / len(items),
+                         "identical_to_base": sum(a.strip() == b.strip() for a, b in zip(cand, base)) / len(items),
+                         "examples": [{"prompt": q, "base": b, "candidate": c} for (q, _), b, c in list(zip(items, base, cand))[:4]]}
+
+    print(f"\n{len(facts)} corrections ({args.split}), embedded model, no teacher; job wall time {refine_s:.0f} s")
+    print(f"{'set':24} {'n':>4} {'fact: base':>11} {'fact: candidate':>16} {'identical to base':>18}")
+    for name, r in results.items():
+        print(f"{name:24} {r['n']:>4} {r['fact_base']:>11.0%} {r['fact_candidate']:>16.0%} {r['identical_to_base']:>18.0%}")
+    print(f"\nthe job's own report: adoption {job_report['adoption']}, identical near "
+          f"{job_report['scopes']['near_scope']['identical']}, out {job_report['scopes']['out_of_scope']['identical']}; "
+          f"gate {'passed' if job_report['gate']['passed'] else 'failed'}")
+    for reason in job_report["gate"]["reasons"]:
+        print("  " + reason)
+    out = ROOT / "bench" / "results" / f"corrections-{args.split}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(), "split": args.split,
+                               "job_seconds": round(refine_s, 1), "sets": results, "job_report_gate": job_report["gate"],
+                               "job_report": {k: job_report[k] for k in ("adoption", "base_adoption")},
+                               "served_answers": served}, indent=1, ensure_ascii=False))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
