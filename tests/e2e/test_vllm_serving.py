@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 
+from service.serving.engines.replicas import preferred
 from tests.fixtures.vllm import SERVED_NAME
 
 pytestmark = pytest.mark.e2e
@@ -282,9 +283,15 @@ def test_a_killed_replica_fails_only_its_streams_and_rejoins_with_the_active_ver
         time.sleep(0.5)
     loaded = {m["id"] for m in httpx.get(victim.url + "/v1/models", timeout=10).json()["data"] if m.get("parent")}
     assert vid in loaded
-    before = served_counts(refinery)[victim.url]
-    for i in range(4):  # new conversations spread over both replicas again
+    # New conversations reach it again: two whose preferred replica (by the router's own
+    # rendezvous hash) is the one that came back, two that prefer the survivor.
+    urls = [victim.url, survivor.url]
+    keys = {u: [k for k in (f"rejoin-{i}" for i in range(64))
+                if preferred(k, urls) == u][:2] for u in urls}
+    before = served_counts(refinery)
+    for i, key in enumerate(keys[victim.url] + keys[survivor.url]):
         r = client.chat.completions.create(model="sturdy", messages=PROMPTS[i % len(PROMPTS)], max_tokens=2,
-                                           temperature=0, extra_headers={"X-Conversation-Id": f"rejoin-{i}"})
+                                           temperature=0, extra_headers={"X-Conversation-Id": key})
         assert r.model == vid
-    assert served_counts(refinery)[victim.url] > before
+    after = served_counts(refinery)
+    assert {u: after[u] - before[u] for u in urls} == {victim.url: 2, survivor.url: 2}, (before, after)

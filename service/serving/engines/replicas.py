@@ -36,6 +36,11 @@ def _weight(key: str, url: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{key}|{url}".encode(), digest_size=8).digest(), "big")
 
 
+def preferred(sticky_key: str, urls: list[str]) -> str:
+    """The replica (of `urls`) that a conversation's key prefers: highest rendezvous weight."""
+    return max(urls, key=lambda u: _weight(sticky_key, u))
+
+
 class ReplicaSet:
     def __init__(self, urls: list[str], slack: int = 2):
         if not urls:
@@ -56,9 +61,9 @@ class ReplicaSet:
             least = min(live, key=lambda r: r.in_flight)
             choice = least
             if sticky_key:
-                preferred = max(live, key=lambda r: _weight(sticky_key, r.url))
-                if preferred.in_flight <= least.in_flight + self.slack:
-                    choice = preferred
+                first = next(r for r in live if r.url == preferred(sticky_key, [r.url for r in live]))
+                if first.in_flight <= least.in_flight + self.slack:
+                    choice = first
             choice.in_flight += 1
             choice.requests += 1
             return choice
