@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     teacher_args: str = Field("", description='JSON keyword arguments for the teacher class, e.g. {"model": "gpt-4o-mini", "base_url": "http://..."}.')
     background_analysis: bool = Field(True, description="Analyse new exchanges and feedback in a background thread (POST /admin/analyse runs a pass on demand either way).")
     analysis_interval_s: float = Field(5.0, description="How often the background analysis looks for new exchanges and feedback.")
+    refine_complaints: bool = Field(True, description="The background analysis samples a better answer for each complaint without a correction (a thumbs-down with a comment, a natural complaint) and verifies it, for operators to review (DRIFT).")
+    complaint_max_tokens: int = Field(256, description="Longest better answer sampled for a complaint.")
     run_jobs: bool = Field(True, description="The server starts a refinement worker process when jobs are queued.")
     promotion: Literal["manual", "auto-canary", "auto-promote"] = Field("manual", description="What the refinement job does with a candidate that passes its gate: manual, auto-canary or auto-promote.")
     auto_canary_share: float = Field(0.1, description="Traffic share of an automatic canary.")

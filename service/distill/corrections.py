@@ -1,6 +1,8 @@
 """Corrections in the refinement job: preference pairs (the user's correction over our answer),
 anchored like a principle's, and an evaluation that says whether the candidate learned the
-corrections and left everything else alone.
+corrections and left everything else alone. Complaints whose better answer an operator accepted
+(DRIFT, service.store.refinements) come in the same way, as rows of source "complaint" whose
+`correction` is that answer; counts are kept per source.
 
 Training rows, from the corrections policies.corrections selects:
 - one pair per corrected request: the conversation as it was, chosen = the correction,
@@ -49,9 +51,13 @@ def correction_rows(rows: list[dict], encoder: Encoder, corpus: Corpus, eval_cor
     counts (used, dropped and why), the ids used and the ids seen (used or dropped: a version
     learned them, or why not is in its counts), as one JSON-ready dict (kept on disk by the job)."""
     sel: Selection = select(rows, encoder.embed_one)
+    source_of = {r["id"]: r.get("source", "correction") for r in rows}
+    by_source = {src: _counts(sel, source_of, src) for src in ("correction", "complaint")}
+    seen = {src: [r["id"] for r in rows if source_of[r["id"]] == src] for src in by_source}
     if not sel.kept:
-        return {"pairs": [], "constraints": [], "evaluation": None, "counts": sel.counts(), "ids": [],
-                "seen": [d["id"] for d in sel.dropped]}
+        return {"pairs": [], "constraints": [], "evaluation": None, "counts": by_source["correction"],
+                "complaint_counts": by_source["complaint"], "ids": [], "seen": seen["correction"],
+                "complaints_seen": seen["complaint"]}
     requests = [r["request"] for r in sel.kept]
     req_vecs = np.stack([encoder.embed_one(q) for q in requests])
     rng = random.Random(seed)
@@ -72,20 +78,33 @@ def correction_rows(rows: list[dict], encoder: Encoder, corpus: Corpus, eval_cor
                     "scope": "near_scope" if i < len(near) else "out_of_scope"}
                    for i, (q, a) in enumerate(zip(near + far, answers)) if a.strip()]
     pairs = [{"prompt": r["messages"], "chosen": r["correction"].strip(), "rejected": r["response"] or "",
-              "source": "correction", "feedback_id": r["id"]} for r in sel.kept]
+              "source": source_of[r["id"]], "feedback_id": r["id"]} for r in sel.kept]
     evaluation = None
     if eval_corpus is not None:
         e_near, e_far = near_and_far(eval_corpus, 1, n_eval_out)
-        evaluation = {"corrected": [{"id": r["id"], "messages": r["messages"], "request": r["request"],
-                                     "correction": r["correction"],
+        evaluation = {"corrected": [{"id": r["id"], "source": source_of[r["id"]], "messages": r["messages"],
+                                     "request": r["request"], "correction": r["correction"],
                                      "terms": key_terms(r["correction"], r["response"] or "", r["request"])}
                                     for r in sel.kept],
                       "near_scope": e_near, "out_of_scope": e_far}
-    counts = sel.counts()
-    counts.update(pairs=len(pairs), near_rows=sum(c["scope"] == "near_scope" for c in constraints),
-                  out_rows=sum(c["scope"] == "out_of_scope" for c in constraints))
-    return {"pairs": pairs, "constraints": constraints, "evaluation": evaluation, "counts": counts,
-            "ids": [r["id"] for r in sel.kept], "seen": [r["id"] for r in rows]}
+    anchors = {"near_rows": sum(c["scope"] == "near_scope" for c in constraints),
+               "out_rows": sum(c["scope"] == "out_of_scope" for c in constraints)}
+    for src, counts in by_source.items():
+        counts["pairs"] = sum(p["source"] == src for p in pairs)
+        if counts["pairs"]:
+            counts.update(anchors)  # shared: one set of anchors for every corrected request
+    return {"pairs": pairs, "constraints": constraints, "evaluation": evaluation, "counts": by_source["correction"],
+            "complaint_counts": by_source["complaint"],
+            "ids": [r["id"] for r in sel.kept if source_of[r["id"]] == "correction"], "seen": seen["correction"],
+            "complaints": [r["id"] for r in sel.kept if source_of[r["id"]] == "complaint"],
+            "complaints_seen": seen["complaint"]}
+
+
+def _counts(sel: Selection, source_of: dict[str, str], source: str) -> dict:
+    """Selection.counts for the rows of one source (corrections, or complaints' accepted answers)."""
+    part = Selection(kept=[r for r in sel.kept if source_of[r["id"]] == source],
+                     dropped=[d for d in sel.dropped if source_of[d["id"]] == source])
+    return part.counts()
 
 
 def content_hash(data: dict) -> str:
@@ -118,7 +137,7 @@ def evaluate_corrections(model, tokenizer, adapter_dir: Path | str, evaluation: 
     n_c, n_n = len(evaluation["corrected"]), len(evaluation["near_scope"])
     rows = []
     for i, c in enumerate(evaluation["corrected"]):
-        rows.append({"id": c["id"], "request": c["request"], "correction": c["correction"], "terms": c["terms"],
+        rows.append({"id": c["id"], "source": c.get("source", "correction"), "request": c["request"], "correction": c["correction"], "terms": c["terms"],
                      "base": base[i], "candidate": cand[i], "base_adopts": adopted(base[i], c["terms"]),
                      "adopts": adopted(cand[i], c["terms"])})
     judged = [r for r in rows if r["adopts"] is not None]
@@ -155,9 +174,9 @@ def report_markdown(report: dict) -> str:
              f"({report['scopes']['out_of_scope']['n']} requests)", "",
              f"## Gate: {'passed' if report['gate']['passed'] else 'failed'}", ""]
     lines += [f"- {r}" for r in report["gate"]["reasons"]]
-    lines += ["", "| request | key terms | candidate answer begins | adopted |", "|---|---|---|---|"]
+    lines += ["", "| source | request | key terms | candidate answer begins | adopted |", "|---|---|---|---|---|"]
     clip = lambda t: " ".join(t.split())[:90].replace("|", "\\|")  # noqa: E731
     for r in report["corrections"]:
-        lines.append(f"| {clip(r['request'])} | {', '.join(r['terms'])} | {clip(r['candidate'])} | "
+        lines.append(f"| {r.get('source', 'correction')} | {clip(r['request'])} | {', '.join(r['terms'])} | {clip(r['candidate'])} | "
                      f"{ {True: 'yes', False: 'no', None: '?'}[r['adopts']]} |")
     return "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
-"""One refinement job: approved adapter-mode principles -> C3PO data, users' corrections -> ILF
-pairs (service.distill.corrections) -> one LoRA adapter that distils all of them -> evaluation
+"""One refinement job: approved adapter-mode principles -> C3PO data, users' corrections and the
+complaints' better answers operators accepted -> ILF / DRIFT pairs (service.distill.corrections) -> one LoRA adapter that distils all of them -> evaluation
 per principle and of the corrections -> a registered candidate (and, if every gate passes and the
 operator allows it, a canary or a promotion through the rollout's one path).
 
@@ -92,9 +92,10 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
         # Resumed after the adapter was registered: only what follows registration is left.
         return _after_registration(settings, book, registry, job, json.loads(marker.read_text()))
     new, carried = select_principles(book, job["principle_ids"])
-    waiting = store.corrections.waiting() if not job["principle_ids"] else 0
+    waiting = store.corrections.waiting() + store.refinements.waiting() if not job["principle_ids"] else 0
     if not new and not waiting:
-        return {"principles": [], "note": "no approved adapter-mode principle and no correction is waiting to be distilled"}
+        return {"principles": [], "note": "no approved adapter-mode principle, no correction and no accepted "
+                                          "complaint answer is waiting to be distilled"}
     recipe = Recipe.from_params(job["params"], model=settings.model)
     work.mkdir(parents=True, exist_ok=True)
 
@@ -157,14 +158,17 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
         result.write(ddir)
         store.jobs.record_dataset(result.content_hash, p["id"], job["id"], result.counts, str(ddir))
         datasets[p["id"]] = result
-    # Corrections: one pair per corrected request, anchored by the base model's own answers.
+    # Corrections, and complaints' better answers an operator accepted (DRIFT): one pair per
+    # request, anchored by the base model's own answers.
     corr_path = work / "corrections.json"
     if corr_path.exists():
         corrections = json.loads(corr_path.read_text())
     else:
         stage("corrections")
         syn = recipe.synthesis
-        corrections = correction_rows(store.corrections.trainable(), encoder, models.corpus, evaluation,
+        rows = store.corrections.trainable() + [dict(r, source="complaint") for r in store.refinements.trainable()]
+        rows.sort(key=lambda r: r["created"])
+        corrections = correction_rows(rows, encoder, models.corpus, evaluation,
                                       base_generate_fn if active is not None else generate_fn,
                                       n_out=syn.n_out_of_scope, near_weight=syn.near_weight,
                                       out_weight=syn.out_weight, max_tokens=syn.max_new_tokens, seed=syn.seed)
@@ -263,8 +267,11 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
     if corrections_report is not None:
         report_paths["corrections"] = str(work / "reports" / key / "corrections" / "report.md")
     state = {"version": version_id, "principles": [p["id"] for p in carried], "new": [p["id"] for p in new],
-             "corrections": corrections["ids"], "corrections_seen": corrections.get("seen", []), "gate_passed": passed_all, "dataset_hash": data_hash,
+             "corrections": corrections["ids"], "corrections_seen": corrections.get("seen", []),
+             "complaints": corrections.get("complaints", []), "complaints_seen": corrections.get("complaints_seen", []),
+             "gate_passed": passed_all, "dataset_hash": data_hash,
              "data": {"principles": {pid: d.counts for pid, d in datasets.items()}, "corrections": corrections["counts"],
+                      "complaints": {**corrections.get("complaint_counts", {}), "review": store.refinements.counts()},
                       "thumbs": {**thumbs["counts"], "kto_weights": thumbs["weights"]}},
              "reports": report_paths}
     write_atomic(marker, json.dumps(state))
@@ -279,6 +286,7 @@ def _after_registration(settings: Settings, book: PrincipleBook, registry: Regis
     for pid in state["new"]:
         book.mark_distilled(pid, version_id, actor)
     book.store.corrections.mark_distilled(state.get("corrections_seen", []), version_id)
+    book.store.refinements.mark_distilled(state.get("complaints_seen", []), version_id)
     status = registry.show(version_id).status
     action = "left as candidate"
     rollout = Lifecycle.offline(registry)
@@ -293,5 +301,5 @@ def _after_registration(settings: Settings, book: PrincipleBook, registry: Regis
         rollout.promote(version_id, actor=actor, reason="passed its gate")
         action = "promoted"
     return {"version": version_id, "principles": state["principles"], "new": state["new"],
-            "corrections": state.get("corrections", []), "gate_passed": passed_all, "action": action, "dataset_hash": state["dataset_hash"],
+            "corrections": state.get("corrections", []), "complaints": state.get("complaints", []), "gate_passed": passed_all, "action": action, "dataset_hash": state["dataset_hash"],
             "data": state["data"], "reports": state["reports"]}

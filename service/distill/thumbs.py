@@ -1,9 +1,10 @@
 """Thumbs without a pair in the refinement job: unpaired answers for KTO (adapters.losses.kto_loss).
 
 A thumbs-up answer is desirable, a thumbs-down one undesirable; a request that also got a
-correction trains as that correction's pair instead, and an empty answer teaches nothing. The
-side with fewer answers is weighted up so that lambda_D n_D / (lambda_U n_U) is 1, inside the
-[1, 4/3] the KTO paper recommends (capped at 10, so a lone thumb does not outweigh the rest).
+correction (or an accepted better answer for a complaint) trains as that pair instead, and an
+empty answer teaches nothing. The side with fewer answers is weighted up so that
+lambda_D n_D / (lambda_U n_U) is 1, inside the [1, 4/3] the KTO paper recommends (capped at 10,
+so a lone thumb does not outweigh the rest).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ def thumb_rows(rows: list[dict]) -> dict:
     that balance them, and the counts (used, dropped and why)."""
     unpaired, dropped = [], {}
     for r in rows:
-        why = ("the request also got a correction (trained as its pair)" if r["corrected"] else
+        why = ("the request also got a correction or an accepted better answer (trained as its pair)"
+               if r["corrected"] else
                "empty answer" if not (r["response"] or "").strip() else None)
         if why:
             dropped[why] = dropped.get(why, 0) + 1

@@ -1,5 +1,5 @@
 """Off the request path: natural feedback in follow-up turns, follow-up likelihood of every
-answer, principles proposed from verbal feedback, and their votes.
+answer, principles proposed from verbal feedback, their votes, and better answers for complaints.
 
 A background thread runs `Analyst.run_once` every few seconds (sooner when poked after a
 completion or a feedback); a chat response never waits for it. Each step marks what it has
@@ -21,6 +21,7 @@ from policies.principles.icai import Pair, score_principle
 from policies.scope import is_global, same_scope
 from policies.teacher import is_capable
 from policies.text import last_user_text, last_user_turn
+from service.learn.complaints import ComplaintRefiner
 from service.learn.export import feedback_rows, preference_pairs
 from service.learn.natural import Classifiers, encoder_for
 from service.learn.review import PrincipleBook
@@ -39,6 +40,7 @@ class Analyst:
         self.teacher = settings.build_teacher(generate_fn=self._local_generate)
         self.classifiers = Classifiers(settings, store)
         self._encoder_cache = None
+        self.complaints = ComplaintRefiner(store, engine, self.teacher, self._encoder, settings.complaint_max_tokens)
         self._poke = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -78,7 +80,8 @@ class Analyst:
             counts = {}
             # Each step on its own: one that fails (a teacher down, a bug) does not stop the others.
             for name, step in (("natural", self.detect_natural), ("flr", self.score_flr),
-                               ("proposed", self.propose_from_feedback), ("voted", self.vote_new_principles)):
+                               ("proposed", self.propose_from_feedback), ("voted", self.vote_new_principles),
+                               ("refined", self.refine_complaints)):
                 try:
                     counts[name] = step()
                 except Exception:
@@ -159,6 +162,11 @@ class Analyst:
                 scores = [None] * len(chunk)
             self.store.exchanges.set_flr({r["id"]: s for r, s in zip(chunk, scores)})
         return len(group)
+
+    # -- complaints (DRIFT) ----------------------------------------------------------------
+    def refine_complaints(self) -> int:
+        """A better answer, verified, for a few complaints per pass (service.learn.complaints)."""
+        return self.complaints.run(limit=4) if self.settings.refine_complaints else 0
 
     # -- principles ----------------------------------------------------------------------
     def _inputs(self) -> list[tuple[str, str, list[FeedbackInput]]]:

@@ -2,7 +2,7 @@
 file (sqlite-utils). The only package of the service that holds SQL.
 
 `Store(path)` opens (and migrates) the database and groups its queries by concept:
-`store.exchanges`, `store.feedback`, `store.corrections`, `store.natural`, `store.failures`, `store.principles`,
+`store.exchanges`, `store.feedback`, `store.corrections`, `store.refinements`, `store.natural`, `store.failures`, `store.principles`,
 `store.jobs`, `store.outcomes`. `store.db` is the calling thread's sqlite-utils connection and
 `store.atomic()` a write transaction, for code that must group writes of several repositories.
 """
@@ -18,6 +18,7 @@ from service.store.feedback import Feedback, LLMFailures, NaturalFeedback
 from service.store.jobs import Jobs
 from service.store.outcomes import Outcomes
 from service.store.principles import Principles
+from service.store.refinements import Refinements
 
 
 class Store(Database):
@@ -26,6 +27,7 @@ class Store(Database):
         self.exchanges = Exchanges(self)
         self.feedback = Feedback(self)
         self.corrections = Corrections(self)
+        self.refinements = Refinements(self)
         self.natural = NaturalFeedback(self)
         self.failures = LLMFailures(self)
         self.principles = Principles(self)

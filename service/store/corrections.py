@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 import time
 
-from service.store.db import Repository
+from service.store.db import BLANK, Repository
 
 STATUSES = ("accepted", "rejected")
-_BLANK = "' ' || char(9) || char(10) || char(13)"  # what TRIM strips: a correction of whitespace is none
 
 _SELECT = ("SELECT f.id, f.created, f.completion_id, f.conversation_id, f.correction, f.comment, f.reason, f.thumb, "
            "f.user, COALESCE(f.correction_status, 'accepted') AS status, f.correction_distilled AS distilled_version, "
            "c.messages AS messages, c.response AS response, c.adapter_version AS adapter_version "
            "FROM feedback f JOIN completions c ON c.id = f.completion_id "
-           "WHERE TRIM(COALESCE(f.correction, ''), ' ' || char(9) || char(10) || char(13)) != ''")
+           f"WHERE TRIM(COALESCE(f.correction, ''), {BLANK}) != ''")
 
 
 class Corrections(Repository):
@@ -41,7 +40,7 @@ class Corrections(Repository):
 
     def waiting(self) -> int:
         """Trainable corrections no adapter version has learned yet."""
-        row = self.database.one("SELECT COUNT(*) AS n FROM feedback WHERE TRIM(COALESCE(correction, ''), ' ' || char(9) || char(10) || char(13)) != '' "
+        row = self.database.one(f"SELECT COUNT(*) AS n FROM feedback WHERE TRIM(COALESCE(correction, ''), {BLANK}) != '' "
                                 "AND COALESCE(correction_status, 'accepted') != 'rejected' "
                                 "AND correction_distilled IS NULL")
         return row["n"]
@@ -64,12 +63,15 @@ class Corrections(Repository):
 
     def thumbs(self) -> list[dict]:
         """The latest thumb on each answered request (with its request and answer), oldest first,
-        and whether that request also got a correction (which trains as a pair instead)."""
+        and whether that request also got a correction or an accepted better answer for a
+        complaint (service.store.refinements), which trains as a pair instead."""
         return self.database.rows(
             "SELECT f.id, f.completion_id, f.thumb, c.messages AS messages, c.response AS response, "
             "EXISTS(SELECT 1 FROM feedback g WHERE g.completion_id = f.completion_id "
-            f"AND TRIM(COALESCE(g.correction, ''), {_BLANK}) != '' "
-            "AND COALESCE(g.correction_status, 'accepted') != 'rejected') AS corrected "
+            f"AND TRIM(COALESCE(g.correction, ''), {BLANK}) != '' "
+            "AND COALESCE(g.correction_status, 'accepted') != 'rejected') "
+            "OR EXISTS(SELECT 1 FROM refinements r WHERE r.completion_id = f.completion_id "
+            "AND r.status = 'accepted') AS corrected "
             "FROM feedback f JOIN completions c ON c.id = f.completion_id "
             "WHERE f.thumb IS NOT NULL AND c.status = 'ok' AND f.created = (SELECT MAX(h.created) FROM feedback h "
             "WHERE h.completion_id = f.completion_id AND h.thumb IS NOT NULL) ORDER BY f.created")

@@ -211,7 +211,31 @@ MIGRATIONS: list[str] = [
     ALTER TABLE feedback ADD COLUMN correction_status TEXT;
     ALTER TABLE feedback ADD COLUMN correction_distilled TEXT;
     """,
+    # 7: complaints (a thumbs-down with a comment, a natural complaint) and the better answer
+    # sampled for each (DRIFT): verified, then reviewed by an operator before it trains
+    """
+    CREATE TABLE refinements (
+        id TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        completion_id TEXT NOT NULL REFERENCES completions(id),
+        source TEXT NOT NULL,
+        source_id TEXT NOT NULL,
+        complaint TEXT NOT NULL,
+        candidate TEXT,
+        verified INTEGER NOT NULL DEFAULT 0,
+        method TEXT,
+        detail TEXT,
+        status TEXT NOT NULL,
+        edited_by TEXT,
+        distilled_version TEXT,
+        UNIQUE (source, source_id)
+    );
+    CREATE INDEX refinements_status ON refinements(status, created);
+    """,
 ]
+
+BLANK = "' ' || char(9) || char(10) || char(13)"  # what TRIM(x, BLANK) strips: a text of whitespace is none
 
 JSON_COLUMNS = {"messages", "params", "metadata", "principles_applied", "checks", "evidence", "votes", "before",
                 "after", "raw", "errors", "principle_ids", "result", "stats"}

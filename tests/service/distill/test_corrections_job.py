@@ -61,7 +61,7 @@ def test_job_learns_corrections_and_never_a_rejected_one(env):
     # thumbs-down (its correction was rejected, not the thumb); the corrected ones are pairs.
     thumbs = result["data"]["thumbs"]
     assert (thumbs["used"], thumbs["up"], thumbs["down"]) == (2, 1, 1)
-    assert thumbs["dropped"] == {"the request also got a correction (trained as its pair)": 3, "empty answer": 1}
+    assert thumbs["dropped"] == {"the request also got a correction or an accepted better answer (trained as its pair)": 3, "empty answer": 1}
 
     work = settings.data_dir / "jobs" / done["id"]
     curve = json.loads(next(work.glob("adapter-*/loss_curve.json")).read_text())
@@ -84,3 +84,43 @@ def test_job_learns_corrections_and_never_a_rejected_one(env):
     JobQueue(store).enqueue(None, "test", SMALL)
     [idle] = run_worker(settings, progress=False)
     assert idle["result"]["principles"] == [] and "no correction" in idle["result"]["note"]
+
+
+def test_accepted_answers_to_complaints_train_as_pairs_and_unreviewed_ones_do_not(env):
+    """DRIFT: a complaint's better answer trains only once an operator accepted it, as a pair of
+    source "complaint" anchored like corrections; the report counts it apart from corrections."""
+    from service.distill.worker import JobQueue, run_worker
+
+    settings, store = env
+    fid = corrected(store, 1, "Explain how DNS works.", "DNS is " + "a system " * 30, None)
+    store.execute("UPDATE feedback SET comment = 'Way too long' WHERE id = ?", [fid])
+    other = corrected(store, 2, "What is a black hole?", "A hole.", None)
+    store.execute("UPDATE feedback SET comment = 'Not helpful' WHERE id = ?", [other])
+    c_dns, c_hole = store.refinements.complaints()
+    accepted = store.refinements.add(c_dns, "DNS turns names like example.com into IP addresses.", True, "checks",
+                                     "passes length")
+    waiting = store.refinements.add(c_hole, "A region whose gravity traps light.", True, "encoder", "says something else")
+    JobQueue(store).enqueue(None, "test", SMALL)
+    [idle] = run_worker(settings, progress=False)  # nothing reviewed yet: nothing to learn
+    assert idle["result"]["principles"] == [] and "accepted complaint answer" in idle["result"]["note"]
+
+    store.refinements.review(accepted["id"], "accepted", "ana")
+    JobQueue(store).enqueue(None, "test", SMALL)
+    [done] = run_worker(settings, progress=False)
+    assert done["status"] == "succeeded", done["error"]
+    result = done["result"]
+    assert result["complaints"] == [accepted["id"]] and result["corrections"] == []
+    counts = result["data"]["complaints"]
+    assert counts["used"] == 1 and counts["pairs"] == 1 and counts["out_rows"] > 0
+    assert counts["review"] == {"proposed": 1, "unverified": 0, "accepted": 1, "rejected": 0}
+    assert result["data"]["corrections"]["used"] == 0
+    # Its thumbs-down trains as the pair, not again as an undesirable KTO answer; the other one does.
+    assert result["data"]["thumbs"]["down"] == 1
+    data = json.loads((settings.data_dir / "jobs" / done["id"] / "corrections.json").read_text())
+    [pair] = data["pairs"]
+    assert (pair["source"], pair["chosen"], pair["rejected"]) == (
+        "complaint", "DNS turns names like example.com into IP addresses.", "DNS is " + "a system " * 30)
+    [report_md] = list((settings.data_dir / "jobs" / done["id"]).glob("reports/*/corrections/report.md"))
+    assert "| complaint | Explain how DNS works." in report_md.read_text()
+    assert store.refinements.get(accepted["id"])["distilled_version"] == result["version"]
+    assert store.refinements.get(waiting["id"])["distilled_version"] is None and store.refinements.waiting() == 0

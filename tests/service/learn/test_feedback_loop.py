@@ -66,7 +66,7 @@ def test_rule_in_conversation_becomes_a_scoped_principle(client):
 
     # A second pass does nothing new: work is marked done in the store.
     again = client.post("/admin/analyse", headers=ADMIN).json()
-    assert again == {"natural": 0, "flr": 0, "proposed": 0, "voted": 0}
+    assert again == {"natural": 0, "flr": 0, "proposed": 0, "voted": 0, "refined": 0}
 
     assert client.post(f"/admin/principles/{p['id']}/approve", headers=ADMIN).status_code == 200
     inside = chat(client, [{"role": "user", "content": "Draft an email to my manager asking for Monday off."}])
