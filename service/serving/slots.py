@@ -3,7 +3,8 @@ how a version gets its layers.
 
 A lease is held by every request that will run on an adapter version, from before it is queued
 until its answer is stored; a version asked to unload goes only when its last lease is returned,
-so requests in flight finish on the version they were routed to.
+so requests in flight finish on the version they were routed to (the same lease table as a
+remote engine's, service.serving.engines.leases).
 
 Versions live in slots: one set of LoRA layers on the model (a PEFT adapter named `slot<N>`)
 serves one version at a time. Loading a version with PEFT walks the whole module tree (about
@@ -23,12 +24,13 @@ import collections
 import contextlib
 import hashlib
 import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
+
+from service.serving.engines.leases import Leases
 
 
 def _return_freed_memory() -> None:
@@ -98,48 +100,36 @@ class AdapterSlots:
 
     def __init__(self, model):
         self.model = model  # the base model, or a PeftModel wrapping it while slots exist
-        self.adapters: dict[str, str] = {}  # loaded version -> the directory it came from
+        self.leases = Leases()  # the loaded versions and who holds them
         self.adapter_loads: collections.Counter[str] = collections.Counter()  # "peft" | "copy"
         self.max_idle_slots = 2
-        self._leases: collections.Counter[str] = collections.Counter()
-        self._lease_lock = threading.Lock()
-        self._unload: set[str] = set()
         self._slots: dict[str, _Slot] = {}
         self._slot_of: dict[str, str] = {}  # version -> slot
         self._idle: list[str] = []  # slots serving nothing, oldest first
         self._known: set[str] = set()  # signatures PEFT has loaded onto this model
         self._slot_counter = 0
 
+    @property
+    def adapters(self) -> dict[str, str]:
+        """Loaded version -> the directory it came from."""
+        return self.leases.loaded
+
     # -- leases (any thread) -------------------------------------------------------------------
     def acquire(self, name: str | None) -> None:
-        if name is None:
-            return
-        with self._lease_lock:
-            if name not in self.adapters:
-                raise KeyError(f"adapter {name!r} is not loaded")
-            self._leases[name] += 1
+        self.leases.acquire(name)
 
     def release(self, name: str | None) -> bool:
         """Return a lease; True when that was the last one of a version waiting to unload."""
-        if name is None:
-            return False
-        with self._lease_lock:
-            self._leases[name] -= 1
-            return self._leases[name] <= 0 and name in self._unload
+        return self.leases.release(name)
 
     def keep_loaded(self, name: str) -> bool:
         """True if `name` is loaded, and then it stays: an unload still waiting for its leases
         is called off (a version rolled back to while its last requests were draining)."""
-        with self._lease_lock:
-            if name in self.adapters:
-                self._unload.discard(name)
-                return True
-            return False
+        return self.leases.keep_loaded(name)
 
     def request_unload(self, name: str) -> None:
         """Unload `name` once no request holds it (at the engine's next `unload_idle`)."""
-        with self._lease_lock:
-            self._unload.add(name)
+        self.leases.request_unload(name)
 
     def fits(self, prepared: PreparedAdapter) -> bool:
         """True if an adapter of this exact structure has already loaded onto this model."""
@@ -161,10 +151,8 @@ class AdapterSlots:
         else:
             slot = self._new_slot(prepared)
             self.adapter_loads["peft"] += 1
-        with self._lease_lock:
-            self._slot_of[name] = slot
-            self.adapters[name] = prepared.path
-            self._unload.discard(name)
+        self._slot_of[name] = slot
+        self.leases.add(name, prepared.path)
 
     def _new_slot(self, prepared: PreparedAdapter) -> str:
         from peft import PeftModel
@@ -197,12 +185,7 @@ class AdapterSlots:
 
     def unload_idle(self) -> None:
         """Unload every version asked to unload whose last lease is back."""
-        with self._lease_lock:
-            ready = [n for n in self._unload if self._leases[n] <= 0]
-            for name in ready:
-                self._unload.discard(name)
-                self.adapters.pop(name, None)
-                self._leases.pop(name, None)
+        ready = self.leases.take_idle()
         dropped = False
         for name in ready:
             slot = self._slot_of.pop(name, None)

@@ -1,9 +1,9 @@
-"""Leases on adapter versions held by a remote engine: which versions are loaded, who is using
+"""Leases on adapter versions held by an engine: which versions are loaded, who is using
 them, and which are waiting for their last request to finish before they are unloaded.
 
-The embedded engine keeps its leases with its LoRA slots (service.serving.slots); a remote
-engine has no slots to manage here, only names, so it keeps them in this small table. Thread
-safe: leases are taken on the event loop and in worker threads alike.
+Both engines keep their leases here: the embedded engine's LoRA slots (service.serving.slots)
+put the layers of each version it lists, and a remote engine has only the names. Thread safe:
+leases are taken on the event loop and in worker threads alike.
 """
 
 from __future__ import annotations
