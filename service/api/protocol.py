@@ -234,3 +234,16 @@ class CorrectionReview(BaseModel):
     reason: str | None = Field(None, min_length=1, max_length=1000)
     actor: str | None = Field(None, min_length=1, max_length=64,
                               description="Who, for the audit log (default: the operator the admin key acts as).")
+
+
+class RefinementReview(BaseModel):
+    """An operator's verdict on a better answer sampled for a complaint: only an accepted one trains."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["accepted", "rejected"]
+    candidate: str | None = Field(None, min_length=1, max_length=20000,
+                                  description="The operator's own (or edited) better answer; required to accept an "
+                                              "unverified one.")
+    reason: str | None = Field(None, min_length=1, max_length=1000)
+    actor: str | None = Field(None, min_length=1, max_length=64,
+                              description="Who, for the audit log (default: the operator the admin key acts as).")

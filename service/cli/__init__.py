@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import typer
 
-from service.cli import adapters, corrections, export, jobs, mine, natural, principles, refine, serve, train
+from service.cli import (adapters, corrections, export, jobs, mine, natural, principles, refine, refinements, serve,
+                         train)
 
 app = typer.Typer(help="Refinery: a chat server that learns from what its users say.", no_args_is_help=True)
 
-for _module in (serve, export, train, mine, natural, corrections, principles, adapters, refine, jobs):
+for _module in (serve, export, train, mine, natural, corrections, refinements, principles, adapters, refine, jobs):
     _module.register(app)

@@ -186,3 +186,57 @@ def test_operator_rejects_a_correction_by_clicking(server, page):
     [entry] = admin(server, "GET", "/admin/audit", params={"object_id": fb["id"]})["data"]
     assert (entry["action"], entry["actor"]) == ("reject", "ana (review page)")
     assert page.locator(f"[data-testid=correction][data-id='{fb['id']}'] [data-testid=correction-reject]").is_disabled()
+
+
+def test_operator_accepts_an_edited_better_answer_by_clicking(server, page):
+    from service.store import Store
+
+    first = chat(server, [{"role": "user", "content": "What is the capital of Australia?"}])
+    other = chat(server, [{"role": "user", "content": "What is DNS?"}])
+    refinements = Store(server.data_dir / "refinery.db").refinements
+    # Complaints of no stored feedback record, so the server's own analyst never samples for them.
+    ref = refinements.add({"completion_id": first["id"], "source": "feedback", "source_id": "fb-e2e-capital",
+                           "complaint": "wrong city"}, "Sydney is the capital.", True, "teacher", "the teacher prefers it")
+    unverified = refinements.add({"completion_id": other["id"], "source": "feedback", "source_id": "fb-e2e-dns",
+                                  "complaint": "far too long"}, None, False, None, "no answer came")
+
+    page.goto(server.url + "/review")
+    page.fill("[data-testid=admin-key]", ADMIN)
+    page.fill("[data-testid=operator]", "ana")
+    page.click("[data-testid=refresh]")
+    row = page.locator(f"[data-testid=complaint][data-id='{ref['id']}']")
+    row.wait_for()
+    assert page.locator("[data-testid=complaint]").count() == 2
+    assert "What is the capital of Australia?" in row.locator("[data-testid=complaint-request]").inner_text()
+    ours = row.locator("[data-testid=complaint-response]").inner_text()
+    assert ours.split() == first["choices"][0]["message"]["content"].split()
+    assert "wrong city" in row.locator("[data-testid=complaint-text]").inner_text()
+    assert row.locator("[data-testid=complaint-candidate]").input_value() == "Sydney is the capital."
+    assert "teacher: the teacher prefers it" in row.locator("[data-testid=complaint-verification]").inner_text()
+    assert row.locator("[data-testid=complaint-status]").inner_text() == "proposed"
+
+    # An unverified one with nothing in the box: the server's refusal is shown and nothing changes.
+    bare = page.locator(f"[data-testid=complaint][data-id='{unverified['id']}']")
+    assert bare.locator("[data-testid=complaint-status]").inner_text() == "unverified"
+    bare.locator("[data-testid=complaint-accept]").click()
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent.startsWith('Error')")
+    assert "verification" in page.locator("[data-testid=status]").inner_text()
+
+    row.locator("[data-testid=complaint-candidate]").fill("Canberra is the capital of Australia.")
+    row.locator("[data-testid=complaint-accept]").click()
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent === 'Better answer accepted'")
+    page.wait_for_function("id => !document.querySelector(`[data-testid=complaint][data-id='${id}']`)", arg=ref["id"])
+    assert page.locator("[data-testid=complaint]").count() == 1  # the unverified one still waits
+
+    shown = {r["id"]: r for r in admin(server, "GET", "/admin/refinements")["data"]}
+    assert (shown[ref["id"]]["status"], shown[ref["id"]]["candidate"], shown[ref["id"]]["edited_by"]) == (
+        "accepted", "Canberra is the capital of Australia.", "ana (review page)")
+    assert shown[unverified["id"]]["status"] == "unverified"
+    [entry] = admin(server, "GET", "/admin/audit", params={"object_id": ref["id"]})["data"]
+    assert (entry["action"], entry["actor"]) == ("accept", "ana (review page)")
+    assert admin(server, "GET", "/admin/audit", params={"object_id": unverified["id"]})["data"] == []
+
+    bare.locator("[data-testid=complaint-reject]").click()
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent === 'Better answer rejected'")
+    page.wait_for_function("!document.querySelector('[data-testid=complaint]')")
+    assert admin(server, "GET", "/admin/refinements", params={"status": "rejected"})["data"][0]["id"] == unverified["id"]
