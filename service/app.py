@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from policies.teacher import is_capable
 from service.api import (adapters, conversations, corrections, errors, feedback, jobs, natural, ops, openai, principles,
                          refinements)
-from service.api.middleware import BodyLimit, count_requests
+from service.api.middleware import BodyLimit, CountRequests
 from service.distill.worker import JobScheduler
 from service.learn.analyst import Analyst
 from service.learn.feedback import FeedbackService
@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.metrics = metrics
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.middleware("http")(count_requests(metrics))
+    app.add_middleware(CountRequests, metrics=metrics)
     for module in (ops, openai, feedback, principles, natural, corrections, refinements, conversations, jobs, adapters):
         app.include_router(module.router)
     metrics.registry.register(OutcomeCollector(lambda: getattr(app.state, "store", None)))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from fastapi import Request
-
 from service.api.errors import error_response
 
 
@@ -44,13 +42,27 @@ class BodyLimit:
         await resp(scope, receive, send)
 
 
-def count_requests(metrics):
-    """HTTP middleware counting requests by route template and status."""
+class CountRequests:
+    """Counts requests by route template and status. Plain ASGI rather than Starlette's
+    `BaseHTTPMiddleware`, which wraps `receive` so that an endpoint's `request.is_disconnected()`
+    cannot see its client leave."""
 
-    async def middleware(request: Request, call_next):
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
-        return response
+    def __init__(self, app, metrics):
+        self.app, self.metrics = app, metrics
 
-    return middleware
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = []
+
+        async def send_counting(message):
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counting)
+        finally:
+            route = scope.get("route")
+            self.metrics.requests.labels(getattr(route, "path", "unmatched"),
+                                         str(status[0]) if status else "500").inc()
