@@ -5,8 +5,8 @@ Thin: parse, call service.serving.chat.ChatService, serialise.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Header
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import Response, StreamingResponse
 
 from service.api.deps import chat_service, require_key
 from service.api.errors import responses
@@ -24,11 +24,13 @@ async def list_models(chat: ChatService = Depends(chat_service)):
 
 
 @router.post("/chat/completions", responses=responses(404))
-async def chat_completions(req: ChatCompletionRequest, chat: ChatService = Depends(chat_service),
+async def chat_completions(req: ChatCompletionRequest, request: Request, chat: ChatService = Depends(chat_service),
                            x_conversation_id: str | None = Header(None)):
     record, job = await chat.prepare(req, x_conversation_id)
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(chat.stream(record, job, include_usage), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return await chat.complete(record, job)
+    answer = await chat.complete(record, job, disconnected=request.is_disconnected)
+    # None: the client went away and its generation was stopped; nobody reads this reply.
+    return answer if answer is not None else Response(status_code=499)

@@ -22,6 +22,9 @@ from service.settings import Settings
 from service.store import Store, new_id
 
 
+DISCONNECT_POLL_S = 0.25  # how often a plain (non-streaming) request looks for its client going away
+
+
 def sse(body: dict) -> str:
     """One server-sent event line in the form OpenAI clients parse."""
     return "data: " + json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n\n"
@@ -155,19 +158,44 @@ class ChatService:
         return {"prompt_tokens": fin.prompt_tokens, "completion_tokens": fin.completion_tokens,
                 "total_tokens": fin.prompt_tokens + fin.completion_tokens}
 
-    async def complete(self, record: dict, job: GenJob) -> dict:
-        started, ttft, fin = time.time(), None, None
+    async def complete(self, record: dict, job: GenJob, disconnected=None) -> dict | None:
+        """The whole answer. With `disconnected` (the request's `is_disconnected`), a client that
+        goes away before the answer is done stops its generation (a remote engine's upstream
+        request is cancelled), the exchange is stored as aborted, and None is returned."""
+        collect = asyncio.ensure_future(self._collect(record, job))
+        if disconnected is None:
+            return await collect
+        try:
+            while True:
+                done, _ = await asyncio.wait({collect}, timeout=DISCONNECT_POLL_S)
+                if done:
+                    return collect.result()
+                if await disconnected():
+                    collect.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await collect
+                    return None
+        except asyncio.CancelledError:  # this request's own task is torn down (shutdown)
+            collect.cancel()
+            raise
+
+    async def _collect(self, record: dict, job: GenJob) -> dict:
+        started, ttft, fin, parts = time.time(), None, None, []
         self.metrics.in_flight.inc()
         try:
             async with contextlib.aclosing(self.engine.stream(job)) as events:
                 async for ev in events:
-                    if isinstance(ev, Delta) and ttft is None:
-                        ttft = time.time() - started
+                    if isinstance(ev, Delta):
+                        ttft = time.time() - started if ttft is None else ttft
+                        parts.append(ev.text)
                     elif isinstance(ev, Failed):
                         await self._finish(record, None, ev.message, started, ttft, "")
                         raise APIError(ev.status, ev.message, None, ev.code)
                     elif isinstance(ev, Finished):
                         fin = ev
+        except asyncio.CancelledError:
+            self._abort(record, job, started, ttft, "".join(parts))
+            raise
         finally:
             self.metrics.in_flight.dec()
         await self._finish(record, fin, None, started, ttft, fin.text)
@@ -232,13 +260,18 @@ class ChatService:
             job.cancelled.set()  # stops the row at the engine's next step if still running
             self.metrics.in_flight.dec()
             if not done:
-                # Cancelled (client gone): no awaiting here, the task is being torn down.
-                self._release(record)
-                latency = time.time() - started
-                # Written from a worker thread: the event loop must not wait on the database.
-                asyncio.get_running_loop().run_in_executor(None, functools.partial(
-                    self.store.exchanges.finish, record["id"], response="".join(parts), finish_reason=None,
-                    status="aborted", prompt_tokens=len(job.prompt_ids), completion_tokens=None,
-                    latency_ms=latency * 1000, ttft_ms=ttft * 1000 if ttft is not None else None,
-                    error="client disconnected"))
-                self._observe(record, "aborted", None, latency, ttft)
+                self._abort(record, job, started, ttft, "".join(parts))
+
+    def _abort(self, record: dict, job: GenJob, started: float, ttft: float | None, text: str) -> None:
+        """The client went away: generation stops, the exchange is stored as aborted with what
+        was produced. No awaiting here: the task is being torn down."""
+        job.cancelled.set()
+        self._release(record)
+        latency = time.time() - started
+        # Written from a worker thread: the event loop must not wait on the database.
+        asyncio.get_running_loop().run_in_executor(None, functools.partial(
+            self.store.exchanges.finish, record["id"], response=text, finish_reason=None,
+            status="aborted", prompt_tokens=len(job.prompt_ids), completion_tokens=None,
+            latency_ms=latency * 1000, ttft_ms=ttft * 1000 if ttft is not None else None,
+            error="client disconnected"))
+        self._observe(record, "aborted", None, latency, ttft)

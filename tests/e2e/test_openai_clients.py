@@ -110,6 +110,25 @@ def test_client_disconnect_stops_generation(live_server):
     assert r.status_code == 200 and time.perf_counter() - t < 20
 
 
+def test_a_plain_request_whose_client_leaves_stops_generation(live_server):
+    """Not streaming: the client gives up (its timeout) long before 1000 tokens; the server
+    notices, stops decoding and stores the exchange as aborted."""
+    prompt = "Write a very long story about a lighthouse keeper, chapter by chapter."
+    body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 1000, "temperature": 0}
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(live_server.url + "/v1/chat/completions", json=body, timeout=2.0)
+    deadline = time.time() + 30
+    while True:
+        row = db(live_server).execute("SELECT * FROM completions WHERE messages LIKE ? ORDER BY created DESC",
+                                      (f"%{prompt}%",)).fetchone()
+        if row is not None and row["status"] != "running":
+            break
+        assert time.time() < deadline, "still generating for a client that had gone"
+        time.sleep(0.2)
+    assert (row["status"], row["error"]) == ("aborted", "client disconnected")
+    assert row["latency_ms"] < 15_000  # stopped soon after the client left, not at 1000 tokens
+
+
 def test_feedback_round_trip_and_export(live_server, tmp_path):
     url = live_server.url
     post = lambda body: httpx.post(url + "/v1/chat/completions", json=body, timeout=120).json()

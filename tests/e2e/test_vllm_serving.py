@@ -175,6 +175,32 @@ def test_a_client_that_goes_away_cancels_the_upstream_request(refinery, vllm_rep
     assert row == ("aborted", "client disconnected")
 
 
+def test_a_plain_request_whose_client_leaves_cancels_the_upstream_request(refinery, vllm_replicas):
+    """Not streaming: the client gives up (its timeout) well before 1000 tokens; Refinery notices,
+    cancels its request to vLLM, and stores the exchange as aborted."""
+    prompt = "Write a very long story about a lighthouse keeper, chapter by chapter."
+    body = {"model": SERVED_NAME, "messages": [{"role": "user", "content": prompt}], "max_tokens": 1000,
+            "temperature": 0}
+    before = sum(r.generated() for r in vllm_replicas)
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(refinery.url + "/v1/chat/completions", json=body, timeout=0.75)
+    deadline = time.time() + 30
+    while True:
+        time.sleep(2.0)
+        settled = sum(r.generated() for r in vllm_replicas)
+        time.sleep(2.0)
+        if sum(r.generated() for r in vllm_replicas) == settled:
+            break
+        assert time.time() < deadline, "vLLM kept decoding for a client that had gone"
+    assert settled - before < 500, settled - before
+    import sqlite3
+
+    row = sqlite3.connect(refinery.data_dir / "refinery.db").execute(
+        "SELECT status, error FROM completions WHERE messages LIKE ? ORDER BY created DESC LIMIT 1",
+        (f"%{prompt}%",)).fetchone()
+    assert row == ("aborted", "client disconnected")
+
+
 class Clients:
     """Streaming clients in threads, each sending the prompts in turn until stopped; every
     answer is kept with the version its response names."""
