@@ -9,27 +9,12 @@ from typing import Optional
 
 import typer
 
-from service.cli.common import DataDir, default_actor, echo_json, fail, settings
-from service.store import Store
+from policies.text import last_user_text
+from service.cli.common import Actor, DataDir, Reason, default_actor, echo_json, fail, one_line, store
 from service.store.corrections import STATUSES
 
 corrections = typer.Typer(help="Corrections users sent: list them, accept or reject one.", no_args_is_help=True)
 
-Actor = typer.Option(None, "--actor", help="Who, for the audit log (default cli:$USER).")
-Reason = typer.Option(None, "--reason", help="Why, for the audit log.")
-
-
-def _store(data_dir: Optional[Path]) -> Store:
-    return Store(settings(data_dir).db_path)
-
-
-def _request(row: dict) -> str:
-    """The user turn the corrected answer answered."""
-    return next((m["content"] for m in reversed(row["messages"] or []) if m.get("role") == "user"), "")
-
-
-def _one_line(text: Optional[str], width: int) -> str:
-    return " ".join((text or "").split())[:width]
 
 
 @corrections.command("list")
@@ -38,16 +23,16 @@ def list_(status: Optional[str] = typer.Option(None, help="accepted or rejected.
     """Corrections: feedback id, status, the adapter version that learned it, request -> correction."""
     if status is not None and status not in STATUSES:
         fail(f"--status must be one of {', '.join(STATUSES)}")
-    for r in _store(data_dir).corrections.list(status, limit):
+    for r in store(data_dir).corrections.list(status, limit):
         typer.echo(f"{r['id']}  {r['status']:<8}  {r['distilled_version'] or '-':<16}  "
-                   f"{_one_line(_request(r), 50)} -> {_one_line(r['correction'], 60)}")
+                   f"{one_line(last_user_text(r['messages'] or []), 50)} -> {one_line(r['correction'], 60)}")
 
 
 def _review(feedback_id: str, status: str, actor: Optional[str], reason: Optional[str], data_dir: Optional[Path]):
-    row = _store(data_dir).corrections.review(feedback_id, status, actor or default_actor(), reason)
+    row = store(data_dir).corrections.review(feedback_id, status, actor or default_actor(), reason)
     if row is None:
         fail(f"no correction with feedback id '{feedback_id}'", 2)
-    echo_json({k: v for k, v in row.items() if k != "messages"} | {"request": _request(row)})
+    echo_json({k: v for k, v in row.items() if k != "messages"} | {"request": last_user_text(row["messages"] or [])})
 
 
 @corrections.command()

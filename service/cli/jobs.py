@@ -7,14 +7,9 @@ from typing import Optional
 
 import typer
 
-from service.cli.common import DataDir, echo_json, fail, settings
-from service.store import Store
+from service.cli.common import DataDir, echo_json, fail, store
 
 jobs = typer.Typer(help="The refinement job queue.", no_args_is_help=True)
-
-
-def _store(data_dir: Optional[Path]) -> Store:
-    return Store(settings(data_dir).db_path)
 
 
 @jobs.command("list")
@@ -22,14 +17,14 @@ def list_(status: Optional[str] = typer.Option(None, help="queued, running, succ
           data_dir: Optional[Path] = DataDir):
     """Jobs, newest first."""
     typer.echo(f"{'id':<37} {'status':<10} {'stage':<24} {'attempts':>8}  error")
-    for j in _store(data_dir).jobs.list(status):
+    for j in store(data_dir).jobs.list(status):
         typer.echo(f"{j['id']:<37} {j['status']:<10} {(j['stage'] or ''):<24} {j['attempts']:>8}  {j['error'] or ''}")
 
 
 @jobs.command()
 def show(job_id: str, data_dir: Optional[Path] = DataDir):
     """One job with its result."""
-    job = _store(data_dir).jobs.get(job_id)
+    job = store(data_dir).jobs.get(job_id)
     if job is None:
         fail(f"no job {job_id}", 2)
     echo_json(job)

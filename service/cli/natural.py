@@ -9,22 +9,18 @@ from typing import List, Optional
 
 import typer
 
-from service.cli.common import DataDir, default_actor, echo_json, fail, settings
+from service.cli.common import DataDir, default_actor, echo_json, fail, settings, store
 from service.errors import APIError
 from service.store import Store
 
 natural = typer.Typer(help="Natural feedback: verdicts, operators' labels, the classifier.", no_args_is_help=True)
 
 
-def _store(data_dir: Optional[Path]) -> Store:
-    return Store(settings(data_dir).db_path)
-
-
 @natural.command("list")
 def list_(category: Optional[str] = typer.Option(None, help="Only this category."),
           limit: int = typer.Option(50, help="How many, newest first."), data_dir: Optional[Path] = DataDir):
     """Recent verdicts on follow-up turns: follow-up request id, category, polarity, principle, turn."""
-    for r in _store(data_dir).natural.list(category, limit):
+    for r in store(data_dir).natural.list(category, limit):
         typer.echo(f"{r['follow_up_id']}  {r['category']:<25} {r['polarity']:<8} {'rule' if r['principle'] else '    '}  "
                    f"{(r['labelled_by'] and 'labelled ') or ''}{r['user_turn'][:80]}")
 
@@ -41,7 +37,7 @@ def label(follow_up_id: str = typer.Argument(..., help="The request whose user t
     from service.learn.natural import relabel
 
     try:
-        echo_json(relabel(_store(data_dir), follow_up_id, category, polarity, principle, actor or default_actor()))
+        echo_json(relabel(store(data_dir), follow_up_id, category, polarity, principle, actor or default_actor()))
     except APIError as e:
         fail(e.message, 2 if e.status == 404 else 1)
 

@@ -10,29 +10,14 @@ from typing import Optional
 
 import typer
 
-from service.cli.common import DataDir, default_actor, echo_json, fail, settings
-from service.store import Store
+from policies.text import last_user_text
+from service.cli.common import Actor, DataDir, Reason, default_actor, echo_json, fail, one_line, store
 from service.store.refinements import STATUSES
 
 refinements = typer.Typer(help="Better answers sampled for complaints: list them, accept or reject one.",
                           no_args_is_help=True)
 
-Actor = typer.Option(None, "--actor", help="Who, for the audit log (default cli:$USER).")
-Reason = typer.Option(None, "--reason", help="Why, for the audit log.")
 RefinementId = typer.Argument(..., help="The refinement (ref_...), as `refinements list` shows it.")
-
-
-def _store(data_dir: Optional[Path]) -> Store:
-    return Store(settings(data_dir).db_path)
-
-
-def _request(row: dict) -> str:
-    """The user turn our answer (the one complained about) answered."""
-    return next((m["content"] for m in reversed(row["messages"] or []) if m.get("role") == "user"), "")
-
-
-def _one_line(text: Optional[str], width: int) -> str:
-    return " ".join((text or "").split())[:width]
 
 
 @refinements.command("list")
@@ -41,20 +26,20 @@ def list_(status: Optional[str] = typer.Option(None, help="proposed, unverified,
     """Refinements: id, status, how the answer was verified, request -> the better answer."""
     if status is not None and status not in STATUSES:
         fail(f"--status must be one of {', '.join(STATUSES)}")
-    for r in _store(data_dir).refinements.list(status, limit):
+    for r in store(data_dir).refinements.list(status, limit):
         typer.echo(f"{r['id']}  {r['status']:<10}  {r['method'] or '-':<12}  "
-                   f"{_one_line(_request(r), 50)} -> {_one_line(r['candidate'], 60) or '-'}")
+                   f"{one_line(last_user_text(r['messages'] or []), 50)} -> {one_line(r['candidate'], 60) or '-'}")
 
 
 def _review(refinement_id: str, status: str, actor: Optional[str], reason: Optional[str],
             candidate: Optional[str], data_dir: Optional[Path]) -> None:
     try:
-        row = _store(data_dir).refinements.review(refinement_id, status, actor or default_actor(), reason, candidate)
+        row = store(data_dir).refinements.review(refinement_id, status, actor or default_actor(), reason, candidate)
     except ValueError as exc:
         fail(str(exc))
     if row is None:
         fail(f"no refinement with id '{refinement_id}'", 2)
-    echo_json({k: v for k, v in row.items() if k != "messages"} | {"request": _request(row)})
+    echo_json({k: v for k, v in row.items() if k != "messages"} | {"request": last_user_text(row["messages"] or [])})
 
 
 @refinements.command()

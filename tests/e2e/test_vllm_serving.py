@@ -159,20 +159,30 @@ def test_a_client_that_goes_away_cancels_the_upstream_request(refinery, vllm_rep
             if '"content":"' in line and '"content":""' not in line:
                 break  # one token arrived: now hang up
     # Decoding on for the client that left would add several tokens a second, up to 400.
-    deadline = time.time() + 20
+    assert tokens_once_settled(vllm_replicas, within=20) - before < 60
+    assert last_exchange(refinery, "Count from one to one thousand.") == ("aborted", "client disconnected")
+
+
+def tokens_once_settled(replicas, within: float) -> int:
+    """vLLM's generated-token count summed over the replicas, once it stops rising (nothing is
+    decoding any more); fails if it is still rising after `within` seconds."""
+    deadline = time.time() + within
     while True:
         time.sleep(2.0)
-        settled = sum(r.generated() for r in vllm_replicas)
+        settled = sum(r.generated() for r in replicas)
         time.sleep(2.0)
-        if sum(r.generated() for r in vllm_replicas) == settled:
-            break
+        if sum(r.generated() for r in replicas) == settled:
+            return settled
         assert time.time() < deadline, "vLLM kept decoding for a client that had gone"
-    assert settled - before < 60, settled - before
+
+
+def last_exchange(refinery, prompt: str) -> tuple:
+    """(status, error) of the newest stored exchange whose messages hold `prompt`."""
     import sqlite3
 
-    row = sqlite3.connect(refinery.data_dir / "refinery.db").execute(
-        "SELECT status, error FROM completions ORDER BY created DESC LIMIT 1").fetchone()
-    assert row == ("aborted", "client disconnected")
+    return sqlite3.connect(refinery.data_dir / "refinery.db").execute(
+        "SELECT status, error FROM completions WHERE messages LIKE ? ORDER BY created DESC LIMIT 1",
+        (f"%{prompt}%",)).fetchone()
 
 
 def test_a_plain_request_whose_client_leaves_cancels_the_upstream_request(refinery, vllm_replicas):
@@ -184,21 +194,8 @@ def test_a_plain_request_whose_client_leaves_cancels_the_upstream_request(refine
     before = sum(r.generated() for r in vllm_replicas)
     with pytest.raises(httpx.TimeoutException):
         httpx.post(refinery.url + "/v1/chat/completions", json=body, timeout=0.75)
-    deadline = time.time() + 30
-    while True:
-        time.sleep(2.0)
-        settled = sum(r.generated() for r in vllm_replicas)
-        time.sleep(2.0)
-        if sum(r.generated() for r in vllm_replicas) == settled:
-            break
-        assert time.time() < deadline, "vLLM kept decoding for a client that had gone"
-    assert settled - before < 500, settled - before
-    import sqlite3
-
-    row = sqlite3.connect(refinery.data_dir / "refinery.db").execute(
-        "SELECT status, error FROM completions WHERE messages LIKE ? ORDER BY created DESC LIMIT 1",
-        (f"%{prompt}%",)).fetchone()
-    assert row == ("aborted", "client disconnected")
+    assert tokens_once_settled(vllm_replicas, within=30) - before < 500
+    assert last_exchange(refinery, prompt) == ("aborted", "client disconnected")
 
 
 class Clients:
