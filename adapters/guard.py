@@ -15,7 +15,7 @@ taken every `guard_every` steps and after the last one:
   greedy decoding flips on float noise, and a randomly initialised model is nothing but them.
   The share over all tokens and the mean rise in negative log-likelihood per token (nats) are
   kept beside it, for the curve.
-- Degeneration: greedy answers of the policy to a few training and held-out prompts, checked for
+- Degeneration: greedy answers of the policy to two training prompts and every held-out one, checked for
   a fragment repeated again and again, the chosen answers' common prefix looping, or a wall of
   characters without a space, where the base model's answer to the same prompt shows none.
 
@@ -112,7 +112,7 @@ class Guard:
     @classmethod
     def build(cls, model, tokenizer, device, train_prompts: list[str], chosen: list[str], cfg) -> "Guard":
         probes = general_prompts(cfg.guard_prompts, set(train_prompts), cfg.seed)
-        watch = list(dict.fromkeys(train_prompts))[:2] + probes[:2]
+        watch = list(dict.fromkeys(train_prompts))[:2] + probes  # every probe: one degenerate answer is enough
         convs = [[{"role": "user", "content": p}] for p in probes + watch]
         with torch.no_grad(), model.disable_adapter():
             answers = generate(model, tokenizer, convs, max_new_tokens=cfg.guard_tokens, batch_size=16, progress=False)

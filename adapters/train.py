@@ -92,7 +92,8 @@ def parse_preferences(rows: list[dict]) -> list[dict]:
 
 
 def parse_constraints(rows: list[dict], default_weight: float) -> list[dict]:
-    """Rows {"prompt", "completion", "weight"?} -> {"messages", "completion", "weight"}."""
+    """Rows {"prompt", "completion", "weight"?, "max_tokens"?} -> {"messages", "completion", "weight",
+    "max_tokens"} ("max_tokens": the budget the completion was generated under, if known)."""
     out = []
     for n, row in enumerate(rows, 1):
         try:
@@ -102,8 +103,11 @@ def parse_constraints(rows: list[dict], default_weight: float) -> list[dict]:
             weight = float(row.get("weight", default_weight))
             if not math.isfinite(weight) or weight < 0:
                 raise ValueError(f"weight must be a finite number >= 0, got {row.get('weight')!r}")
+            budget = row.get("max_tokens")
+            if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
+                raise ValueError(f"max_tokens must be a positive integer, got {budget!r}")
             out.append({"messages": to_messages(row["prompt"]), "completion": answer_text(row["completion"]),
-                        "weight": weight})
+                        "weight": weight, "max_tokens": budget})
         except ValueError as e:
             raise ValueError(f"constraint row {n}: {e}") from e
     return out
@@ -127,16 +131,21 @@ def parse_unpaired(rows: list[dict]) -> list[dict]:
     return out
 
 
-def tokenize_example(tokenizer, messages, answer: str, cfg: TrainConfig) -> tuple[list[int], list[int]]:
+def tokenize_example(tokenizer, messages, answer: str, cfg: TrainConfig,
+                     budget: int | None = None) -> tuple[list[int], list[int]]:
     """(input ids, loss mask) of prompt + answer + end-of-turn; the mask is 1 on answer tokens.
 
     The prompt is rendered by the chat template with the assistant header, exactly as at
     generation time; the answer is tokenised on its own and closed with the EOS token (for
     chat-tuned models such as SmolLM2 that is the end-of-turn token <|im_end|>), so the model
-    learns to stop where the answer stops.
+    learns to stop where the answer stops. `budget`: the token budget the answer was generated
+    under (a row's "max_tokens"); an answer that used it up was cut there, not finished, and is
+    not closed: an end-of-turn at the cut would teach the model to stop mid-sentence.
     """
     prompt = render_prompt(tokenizer, messages)[-cfg.max_prompt_length:]
-    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    if budget is None or len(answer_ids) < budget - 1:  # re-tokenised text may differ by a token
+        answer_ids = answer_ids + [tokenizer.eos_token_id]
     answer_ids = answer_ids[: cfg.max_length - len(prompt)]
     return prompt + answer_ids, [0] * len(prompt) + [1] * len(answer_ids)
 
@@ -236,7 +245,7 @@ def train(cfg: TrainConfig, preferences: list[dict], constraints: list[dict], ou
 
     chosen = [tokenize_example(tok, p["messages"], p["chosen"], cfg) for p in pairs]
     rejected = [tokenize_example(tok, p["messages"], p["rejected"], cfg) for p in pairs]
-    cons_ex = [tokenize_example(tok, c["messages"], c["completion"], cfg) for c in cons]
+    cons_ex = [tokenize_example(tok, c["messages"], c["completion"], cfg, c["max_tokens"]) for c in cons]
     cons_w = torch.tensor([c["weight"] for c in cons], dtype=torch.float32, device=device)
     unp_ex = [tokenize_example(tok, u["messages"], u["completion"], cfg) for u in unp]
     unp_label = torch.tensor([u["label"] for u in unp], dtype=torch.bool, device=device)

@@ -86,9 +86,10 @@ def synthesize_from_prompts(principle, prompt_sets: PromptSets, generate_fn: Gen
             if verdict == "repaired" and text.strip() != base[p]:
                 contrast.append({"prompt": p, "chosen": base[p], "rejected": text})
     preferences += contrast
-    constraints = ([{"prompt": p, "completion": base[p], "weight": cfg.near_weight}
+    budget = cfg.max_new_tokens  # a baseline that used it up was cut, and is not closed in training
+    constraints = ([{"prompt": p, "completion": base[p], "weight": cfg.near_weight, "max_tokens": budget}
                     for p in prompt_sets.near_scope if base[p]]
-                   + [{"prompt": p, "completion": base[p], "weight": cfg.out_weight}
+                   + [{"prompt": p, "completion": base[p], "weight": cfg.out_weight, "max_tokens": budget}
                       for p in prompt_sets.out_of_scope if base[p]])
     counts = {v: sum(r.verdict == v for r in records)
               for v in ("kept", "repaired", "baseline_repaired", "unverified", "dropped")}

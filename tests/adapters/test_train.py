@@ -57,6 +57,8 @@ def test_answer_and_row_parsing():
         parse_preferences([prefs(1)[0], {"prompt": "x", "chosen": "y"}])
     with pytest.raises(ValueError, match="constraint row 1"):
         parse_constraints([{"prompt": "x", "completion": "y", "weight": -1}], 0.2)
+    with pytest.raises(ValueError, match="max_tokens must be a positive integer"):
+        parse_constraints([{"prompt": "x", "completion": "y", "max_tokens": "64"}], 0.2)
     with pytest.raises(ValueError, match="no preference pairs"):
         parse_preferences([])
 
@@ -79,6 +81,12 @@ def test_tokenize_masks_prompt_and_ends_with_eos(tiny_model_dir):
     ids, mask = tokenize_example(tok, messages, "word " * 50, short)
     assert len(ids) == 20 and mask[:12] == [0] * 12 and sum(mask) == 8
     assert ids[:12] == prompt[-12:]
+    # an answer generated under a budget it used up was cut there: no end-of-turn after it
+    cut = tok("one two three four five six", add_special_tokens=False)["input_ids"]
+    ids, _ = tokenize_example(tok, messages, "one two three four five six", cfg, budget=len(cut))
+    assert ids[-1] != tok.eos_token_id and ids[-len(cut):] == cut
+    ids, _ = tokenize_example(tok, messages, "one two three four five six", cfg, budget=len(cut) + 10)
+    assert ids[-1] == tok.eos_token_id
 
 
 def test_step_plan_mixes_constraints_into_every_step():
