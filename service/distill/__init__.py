@@ -6,8 +6,9 @@ scheduler that starts workers. Public API (what scripts outside the service may 
 names below.
 """
 
+from service.distill.corrections import correction_rows, evaluate_corrections
 from service.distill.pipeline import build_dataset, evaluate, report_table, train_adapter, training_rows
 from service.distill.recipe import RECIPE, Recipe, check_params, with_recipe
 
-__all__ = ["build_dataset", "evaluate", "report_table", "train_adapter", "training_rows", "RECIPE", "Recipe",
+__all__ = ["correction_rows", "evaluate_corrections", "build_dataset", "evaluate", "report_table", "train_adapter", "training_rows", "RECIPE", "Recipe",
            "check_params", "with_recipe"]
