@@ -10,6 +10,7 @@ batches requests as they arrive; everything else generates here.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,6 +19,8 @@ from tqdm.auto import tqdm
 
 from adapters.files import read_jsonl, write_jsonl
 from adapters.model import load_model
+from policies.adapter_scope import FILE as SCOPE, AdapterScope
+from policies.text import last_user_text
 
 Messages = list[dict]
 
@@ -173,8 +176,15 @@ def generate_file(
     system: str | None = None,
     max_new_tokens: int = 128,
     batch_size: int = 16,
+    everywhere: bool = False,
+    encoder: str | None = None,
 ) -> int:
-    """`refinery generate`: each input row plus "response", written to `out_path`. Returns the count."""
+    """`refinery generate`: each input row plus "response", written to `out_path`. Returns the count.
+
+    With an adapter whose directory has a scope.json (policies.adapter_scope), a prompt outside
+    that scope is answered by the base weights, as the server answers it, and its row says
+    "adapter_applied": false; `everywhere` puts the adapter on every prompt. `encoder`: the
+    sentence encoder the scope is judged with (None: the embedded one)."""
     rows = read_jsonl(prompts_path)
     # Parse every row before loading the model: a bad row fails in a second, not after a load.
     conversations = []
@@ -184,6 +194,22 @@ def generate_file(
         except ValueError as e:
             raise ValueError(f"{prompts_path}: row {n}: {e}") from e
     model, tokenizer = load_for_generation(model_spec, Path(cache_dir), adapter)
-    answers = generate(model, tokenizer, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    write_jsonl(out_path, ({**row, "response": a} for row, a in zip(rows, answers)))
+    inside = [True] * len(conversations)
+    if adapter is not None and not everywhere and (Path(adapter) / SCOPE).is_file():
+        from policies.encoder import load_encoder
+
+        scope = AdapterScope.read(adapter).compile(load_encoder(encoder, cache_dir).embed_one)
+        inside = [scope.covers(last_user_text(c)) for c in conversations]
+    answers: list[str] = [""] * len(conversations)
+    for applied in (True, False):
+        idx = [i for i, ok in enumerate(inside) if ok == applied]
+        if not idx:
+            continue
+        with model.disable_adapter() if not applied else contextlib.nullcontext():
+            out = generate(model, tokenizer, [conversations[i] for i in idx], max_new_tokens=max_new_tokens,
+                           batch_size=batch_size)
+        for i, a in zip(idx, out):
+            answers[i] = a
+    extra = (lambda ok: {"adapter_applied": ok}) if adapter is not None else (lambda ok: {})
+    write_jsonl(out_path, ({**row, "response": a, **extra(ok)} for row, a, ok in zip(rows, answers, inside)))
     return len(rows)

@@ -13,7 +13,10 @@ directory with the embedded model and no teacher:
    corrected (POST /v1/feedback with `correction`), as a user of the API would;
 2. `refinery refine` (the job's recipe; its corrections report is read as written);
 3. `refinery generate`, base and with the candidate adapter, on the corrected requests, their
-   paraphrases (never trained on), the near questions and the unrelated requests.
+   paraphrases (never trained on), the near questions and the unrelated requests (the first 30
+   for the train split, the other 30 for the test split): the candidate as the server answers
+   (the base weights outside the version's scope.json, policies.adapter_scope), and with the
+   adapter on every request (`--everywhere`).
 
 Per set: the share of answers that contain the corrected fact (base, candidate), and of the
 candidate's answers identical to the base model's (greedy). Prints a table; writes
@@ -49,14 +52,16 @@ def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True)
 
 
-def generate(env: dict, tmp: Path, name: str, prompts: list[str], adapter: Path | None, max_tokens: int) -> list[str]:
+def generate(env: dict, tmp: Path, name: str, prompts: list[str], adapter: Path | None, max_tokens: int,
+             everywhere: bool = False) -> list[dict]:
+    """`refinery generate` rows: "response", and with an adapter "adapter_applied" (its scope)."""
     src, out = tmp / f"{name}.jsonl", tmp / f"{name}-out.jsonl"
     src.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in prompts))
     args = ["generate", "--prompts", str(src), "--out", str(out), "--max-tokens", str(max_tokens)]
-    r = cli(env, *args, *(["--adapter", str(adapter)] if adapter else []))
+    r = cli(env, *args, *(["--adapter", str(adapter)] if adapter else []), *(["--everywhere"] if everywhere else []))
     if r.returncode:
         raise SystemExit(f"refinery generate failed: {r.stderr[-2000:]}")
-    return [json.loads(line)["response"] for line in out.read_text().splitlines()]
+    return [json.loads(line) for line in out.read_text().splitlines()]
 
 
 def main() -> None:
@@ -68,7 +73,10 @@ def main() -> None:
     args = ap.parse_args()
     rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
     facts = [r for r in rows if r["kind"] == "correction" and r["split"] == args.split]
-    unrelated = [r["request"] for r in rows if r["kind"] == "unrelated"][: args.unrelated]
+    unrelated = [r["request"] for r in rows if r["kind"] == "unrelated"]
+    # the first half for the train split, the second for the test split: neither sees the other's
+    half = len(unrelated) // 2
+    unrelated = (unrelated[:half] if args.split == "train" else unrelated[half:])[: args.unrelated]
 
     tmp = Path(tempfile.mkdtemp(prefix="refinery-corrections-"))
     env = dict(os.environ, REFINERY_DATA_DIR=str(tmp / "data"), REFINERY_TEACHER="none",
@@ -121,19 +129,30 @@ def main() -> None:
     results = {}
     for name, items in sets.items():
         prompts = [q for q, _ in items]
-        base = generate(env, tmp, f"base-{len(results)}", prompts, None, args.max_tokens)
-        cand = generate(env, tmp, f"cand-{len(results)}", prompts, adapter, args.max_tokens)
-        has = lambda answers: [f is not None and f.lower() in a.lower() for a, (_, f) in zip(answers, items)]  # noqa: E731
-        results[name] = {"n": len(items), "fact_base": sum(has(base)) / len(items), "fact_candidate": sum(has(cand)) / len(items),
-                         "identical_to_base": sum(a.strip() == b.strip() for a, b in zip(cand, base)) / len(items),
-                         "examples": [{"prompt": q, "base": b, "candidate": c} for (q, _), b, c in list(zip(items, base, cand))[:4]]}
+        base = [r["response"] for r in generate(env, tmp, f"base-{len(results)}", prompts, None, args.max_tokens)]
+        served = generate(env, tmp, f"cand-{len(results)}", prompts, adapter, args.max_tokens)
+        cand = [r["response"] for r in served]
+        alone = [r["response"] for r in generate(env, tmp, f"alone-{len(results)}", prompts, adapter, args.max_tokens,
+                                                 everywhere=True)]
+        has = lambda answers: sum(f is not None and f.lower() in a.lower() for a, (_, f) in zip(answers, items)) / len(items)  # noqa: E731
+        same = lambda answers: sum(a.strip() == b.strip() for a, b in zip(answers, base)) / len(items)  # noqa: E731
+        results[name] = {"n": len(items), "fact_base": has(base), "fact_candidate": has(cand),
+                         "identical_to_base": same(cand), "adapter_applied": sum(r.get("adapter_applied", True) for r in served) / len(items),
+                         "fact_adapter_everywhere": has(alone), "identical_adapter_everywhere": same(alone),
+                         "examples": [{"prompt": q, "base": b, "candidate": c, "adapter_everywhere": a}
+                                      for (q, _), b, c, a in list(zip(items, base, cand, alone))[:4]]}
 
     print(f"\n{len(facts)} corrections ({args.split}), embedded model, no teacher; job wall time {refine_s:.0f} s")
-    print(f"{'set':24} {'n':>4} {'fact: base':>11} {'fact: candidate':>16} {'identical to base':>18}")
+    print("candidate as served (the base weights outside the version's scope), and with the adapter on every request")
+    print(f"{'set':24} {'n':>4} {'fact: base':>11} {'fact: candidate':>16} {'identical to base':>18} {'adapter on':>11} "
+          f"{'fact: everywhere':>17} {'identical: everywhere':>22}")
     for name, r in results.items():
-        print(f"{name:24} {r['n']:>4} {r['fact_base']:>11.0%} {r['fact_candidate']:>16.0%} {r['identical_to_base']:>18.0%}")
-    print(f"\nthe job's own report: adoption {job_report['adoption']}, identical near "
-          f"{job_report['scopes']['near_scope']['identical']}, out {job_report['scopes']['out_of_scope']['identical']}; "
+        print(f"{name:24} {r['n']:>4} {r['fact_base']:>11.0%} {r['fact_candidate']:>16.0%} {r['identical_to_base']:>18.0%} "
+              f"{r['adapter_applied']:>11.0%} {r['fact_adapter_everywhere']:>17.0%} {r['identical_adapter_everywhere']:>22.0%}")
+    sc = job_report["scopes"]
+    print(f"\nthe job's own report: adoption {job_report['adoption']}, identical near {sc['near_scope']['identical']} "
+          f"(adapter everywhere {sc['near_scope'].get('identical_adapter')}), out {sc['out_of_scope']['identical']} "
+          f"(adapter everywhere {sc['out_of_scope'].get('identical_adapter')}); "
           f"gate {'passed' if job_report['gate']['passed'] else 'failed'}")
     for reason in job_report["gate"]["reasons"]:
         print("  " + reason)
@@ -141,7 +160,9 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(), "split": args.split,
                                "job_seconds": round(refine_s, 1), "sets": results, "job_report_gate": job_report["gate"],
-                               "job_report": {k: job_report[k] for k in ("adoption", "base_adoption")},
+                               "job_report": {"adoption": job_report["adoption"], "base_adoption": job_report["base_adoption"],
+                                              **{k: {f: v.get(f) for f in ("n", "identical", "identical_adapter", "adapter_applied")}
+                                                 for k, v in sc.items()}},
                                "served_answers": served}, indent=1, ensure_ascii=False))
     print(f"wrote {out}")
 

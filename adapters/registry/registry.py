@@ -134,6 +134,10 @@ class Registry:
     def get(self, version_id: str) -> AdapterVersion | None:
         return self._view(self._read_state()).get(version_id)
 
+    def path_of(self, version_id: str) -> Path:
+        """Where a version's files are (without reading the state: for the request path)."""
+        return self.root / version_id
+
     def show(self, version_id: str) -> AdapterVersion:
         v = self.get(version_id)
         if v is None:

@@ -3,9 +3,10 @@ against the base model that never touches the model that is serving.
 
 Registration validates the copy it is about to store: a LoRA config PEFT can parse with sane
 essentials, safetensors weights that load and hold only finite numbers (a diverged run is
-refused), no pickled files. `check_loadable` loads the adapter onto a weightless copy of the
-base model built on the meta device, so wrong shapes, unknown target modules and missing or
-extra LoRA weights are caught in milliseconds, before a promotion switches anything.
+refused), no pickled files, a scope.json (policies.adapter_scope) that parses if there is one.
+`check_loadable` loads the adapter onto a weightless copy of the base model built on the meta
+device, so wrong shapes, unknown target modules and missing or extra LoRA weights are caught in
+milliseconds, before a promotion switches anything.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.files import TMP_PREFIX, fsync_path
+from policies.adapter_scope import FILE as SCOPE, AdapterScope
 from adapters.registry.versions import CONFIG, PICKLE_SUFFIXES, WEIGHTS, AdapterRejected, RegistryError, same_base_model
 
 
@@ -101,10 +103,15 @@ def stage_copy(src: Path, root: Path, report: dict | Path | str | None, serving:
         raise AdapterRejected(f"{src} has no {' or '.join(missing)}; an adapter directory holds {WEIGHTS} and {CONFIG}, as PeftModel.save_pretrained writes them")
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=root))
     try:
-        for fname in (WEIGHTS, CONFIG, "README.md"):
+        for fname in (WEIGHTS, CONFIG, SCOPE, "README.md"):
             if (src / fname).is_file():
                 shutil.copyfile(src / fname, tmp / fname)
                 fsync_path(tmp / fname)
+        if (tmp / SCOPE).is_file():
+            try:
+                AdapterScope.read(tmp)
+            except ValueError as e:  # json.JSONDecodeError is one
+                raise AdapterRejected(f"{src / SCOPE} is not an adapter scope: {e}") from e
         report_field: dict | str | None = None
         if isinstance(report, dict):
             try:

@@ -30,8 +30,11 @@ def generate_cmd(
     max_tokens: int = typer.Option(128, "--max-tokens", min=1, help="New tokens per answer at most."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Prompts per forward batch."),
     model: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
+    everywhere: bool = typer.Option(False, "--everywhere", help="Put the adapter on every prompt, also those "
+                                    "outside the scope.json beside it (which the server answers with the base weights)."),
 ) -> None:
-    """Greedy answers to a JSONL file of prompts, batched, with the chat template."""
+    """Greedy answers to a JSONL file of prompts, batched, with the chat template; with an adapter,
+    as the server answers them (the base weights outside the adapter's scope.json)."""
     from adapters.generate import generate_file
 
     if not prompts.is_file():
@@ -40,7 +43,8 @@ def generate_cmd(
         _fail(f"{adapter}: not an adapter directory (no adapter_config.json)")
     try:
         n = generate_file(prompts, out, model, model_cache_dir(), adapter=adapter, system=system,
-                          max_new_tokens=max_tokens, batch_size=batch_size)
+                          max_new_tokens=max_tokens, batch_size=batch_size, everywhere=everywhere,
+                          encoder=settings().encoder)
     except ValueError as e:
         _fail(str(e))
     typer.echo(f"wrote {n} responses to {out}", err=True)

@@ -34,9 +34,11 @@ import numpy as np
 
 from adapters.gate import GateThresholds
 from adapters.generate import generate
+from policies.adapter_scope import CompiledScope
 from policies.corpus import Corpus
 from policies.corrections import Selection, adopted, key_terms, select
 from policies.encoder import Encoder
+from policies.text import last_user_text
 
 GenerateFn = Callable[[list[list[dict]], int], list[str]]
 PARAPHRASE = 0.8  # encoder cosine from which a corpus request may ask what a corrected one asked
@@ -75,7 +77,7 @@ def correction_rows(rows: list[dict], encoder: Encoder, corpus: Corpus, eval_cor
     near, far = near_and_far(corpus, near_per_request, n_out)
     answers = base_generate([[{"role": "user", "content": q}] for q in near + far], max_tokens)
     constraints = [{"prompt": q, "completion": a, "weight": near_weight if i < len(near) else out_weight,
-                    "scope": "near_scope" if i < len(near) else "out_of_scope"}
+                    "scope": "near_scope" if i < len(near) else "out_of_scope", "max_tokens": max_tokens}
                    for i, (q, a) in enumerate(zip(near + far, answers)) if a.strip()]
     pairs = [{"prompt": r["messages"], "chosen": r["correction"].strip(), "rejected": r["response"] or "",
               "source": source_of[r["id"]], "feedback_id": r["id"]} for r in sel.kept]
@@ -113,12 +115,16 @@ def content_hash(data: dict) -> str:
 
 
 def evaluate_corrections(model, tokenizer, adapter_dir: Path | str, evaluation: dict, gate: GateThresholds,
-                         max_new_tokens: int = 64, progress: bool = False, generate_fn=None) -> dict:
+                         max_new_tokens: int = 64, progress: bool = False, generate_fn=None,
+                         scope: CompiledScope | None = None) -> dict:
     """Base and candidate on the evaluation prompts of `correction_rows`; the gate's verdict.
 
     `model` is the plain base model; the adapter is put on with PEFT and taken off again. With
     `generate_fn(conversations, max_new_tokens, adapter_dir or None)` the answers come from the
-    serving engine instead (service.distill.remote) and `model` is not used."""
+    serving engine instead (service.distill.remote) and `model` is not used. With the version's
+    `scope` (policies.adapter_scope) the candidate answers as it will be served: the base answer
+    where a request is outside it. The gate judges those; the adapter's own answers everywhere
+    are reported beside them ("identical_adapter")."""
     from peft import PeftModel
 
     convs = ([c["messages"] for c in evaluation["corrected"]]
@@ -135,6 +141,12 @@ def evaluate_corrections(model, tokenizer, adapter_dir: Path | str, evaluation: 
         finally:
             wrapped.unload()
     n_c, n_n = len(evaluation["corrected"]), len(evaluation["near_scope"])
+    adapter_only = cand
+    if scope is not None:
+        inside = [scope.covers(last_user_text(c)) for c in convs]
+        cand = [c if ok else b for c, b, ok in zip(cand, base, inside)]
+    else:
+        inside = [True] * len(convs)
     rows = []
     for i, c in enumerate(evaluation["corrected"]):
         rows.append({"id": c["id"], "source": c.get("source", "correction"), "request": c["request"], "correction": c["correction"], "terms": c["terms"],
@@ -144,9 +156,12 @@ def evaluate_corrections(model, tokenizer, adapter_dir: Path | str, evaluation: 
     scopes = {}
     for name, lo, hi in (("near_scope", n_c, n_c + n_n), ("out_of_scope", n_c + n_n, len(convs))):
         same = [base[i].strip() == cand[i].strip() for i in range(lo, hi)]
-        scopes[name] = {"n": hi - lo, "identical": sum(same) / len(same) if same else None,
-                        "prompts": [{"request": convs[i][-1]["content"], "base": base[i], "candidate": cand[i]}
-                                    for i in range(lo, hi)]}
+        alone = [base[i].strip() == adapter_only[i].strip() for i in range(lo, hi)]
+        share = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+        scopes[name] = {"n": hi - lo, "identical": share(same), "identical_adapter": share(alone),
+                        "adapter_applied": share(inside[lo:hi]),
+                        "prompts": [{"request": convs[i][-1]["content"], "base": base[i], "candidate": cand[i],
+                                     "adapter_applied": inside[i]} for i in range(lo, hi)]}
     adoption = sum(r["adopts"] for r in judged) / len(judged) if judged else None
     base_adoption = sum(bool(r["base_adopts"]) for r in judged) / len(judged) if judged else None
     reasons = []
@@ -161,6 +176,7 @@ def evaluate_corrections(model, tokenizer, adapter_dir: Path | str, evaluation: 
             check(value is not None and value >= floor - 1e-9,
                   f"{name.replace('_', '-')} answers identical to base {value:.2f} >= {floor:.2f}")
     return {"adoption": adoption, "base_adoption": base_adoption, "corrections": rows, "scopes": scopes,
+            "scope": None if scope is None else scope.scope.to_json(),
             "gate": {"passed": all(r.startswith("pass:") for r in reasons), "reasons": reasons}}
 
 
@@ -168,10 +184,10 @@ def report_markdown(report: dict) -> str:
     fmt = lambda x: "–" if x is None else f"{x:.2f}"  # noqa: E731
     lines = ["# Corrections: what the candidate learned", "",
              f"- corrections adopted on their requests: {fmt(report['adoption'])} (base model {fmt(report['base_adoption'])})",
-             f"- near-scope answers identical to base: {fmt(report['scopes']['near_scope']['identical'])} "
-             f"({report['scopes']['near_scope']['n']} requests of the evaluation corpus)",
-             f"- out-of-scope answers identical to base: {fmt(report['scopes']['out_of_scope']['identical'])} "
-             f"({report['scopes']['out_of_scope']['n']} requests)", "",
+             *[f"- {name.replace('_', '-')} answers identical to base: {fmt(sc['identical'])} as served "
+               f"(the adapter on {fmt(sc.get('adapter_applied'))} of them), {fmt(sc.get('identical_adapter'))} with the "
+               f"adapter on every one ({sc['n']} requests of the evaluation corpus)"
+               for name, sc in ((n, report['scopes'][n]) for n in ("near_scope", "out_of_scope"))], "",
              f"## Gate: {'passed' if report['gate']['passed'] else 'failed'}", ""]
     lines += [f"- {r}" for r in report["gate"]["reasons"]]
     lines += ["", "| source | request | key terms | candidate answer begins | adopted |", "|---|---|---|---|---|"]

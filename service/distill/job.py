@@ -25,6 +25,7 @@ from adapters.generate import generate
 from adapters.model import load_model
 from adapters.registry import Registry
 from policies.corpus import EVALUATION, load_corpus
+from policies.adapter_scope import version_scope
 from policies.encoder import load_encoder
 from policies.scope_model import ScopeModels
 from policies.synthesis import SynthesisResult
@@ -205,6 +206,10 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
         trained = train_adapter(recipe, preferences, constraints, adapter_dir, settings.model_cache_dir, progress,
                                 unpaired=thumbs["unpaired"], kto_weights=None if set_by_job else thumbs["weights"])
         write_atomic(work / f"train-{key}.json", json.dumps(trained.__dict__, default=str, indent=1))
+    # Where the adapter answers (policies.adapter_scope): beside it, so registration keeps it.
+    scope = version_scope([p["id"] for p in carried],
+                          [last_user_text(r["prompt"]) for r in corrections["pairs"] + thumbs["unpaired"]])
+    scope.write(adapter_dir)
 
     # 3. Evaluation per principle; the adapter is a candidate only if every principle passes.
     reports, passed_all = {}, True
@@ -242,6 +247,7 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
             stage("evaluate corrections")
             corrections_report = evaluate_corrections(
                 model, tok, adapter_dir, corrections["evaluation"], recipe.gate, progress=progress,
+                scope=scope.compile(encoder.embed_one) if settings.adapter_scope else None,
                 generate_fn=remote.evaluation_fn() if remote is not None else None)
             rdir.mkdir(parents=True, exist_ok=True)
             (rdir / "report.md").write_text(report_markdown(corrections_report), encoding="utf-8")

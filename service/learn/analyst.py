@@ -134,7 +134,7 @@ class Analyst:
         rows = self.store.exchanges.answered_without_flr(self.batch * 4)
         by_version: dict[str | None, list[dict]] = {}
         for r in rows:
-            by_version.setdefault(r["adapter_version"], []).append(r)
+            by_version.setdefault(r["answered_by"], []).append(r)  # the weights that wrote it
         done = 0
         for version, group in by_version.items():
             try:

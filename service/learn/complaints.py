@@ -45,7 +45,7 @@ class ComplaintRefiner:
     def _sample(self, complaint: dict) -> tuple[str | None, Verification | None]:
         messages = refinement_messages(complaint["messages"], complaint["response"] or "", complaint["complaint"],
                                        natural=complaint["source"] == "natural")
-        version = complaint["adapter_version"]
+        version = complaint["answered_by"]  # the weights that wrote the answer complained about
         try:
             self.engine.acquire(version)
         except KeyError:  # that version is gone: the base model answers instead

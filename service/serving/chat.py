@@ -104,6 +104,15 @@ class ChatService:
         # is returned when the answer is stored.
         route = await self._route(req.model, req.user or conversation_id)
         model_id, adapter = route.model, route.adapter
+        applied_adapter = adapter
+        if adapter is not None and isinstance(self.matcher, ServingScope):
+            try:
+                if not await run_in_threadpool(self.matcher.adapter_applies, adapter,
+                                               self.router.registry.path_of(adapter), messages):
+                    applied_adapter = None  # outside the version's scope: the base weights answer
+            except BaseException:
+                self._release({"model": model_id, "adapter_version": adapter})
+                raise
         temperature = self.settings.default_temperature if req.temperature is None else req.temperature
         top_p = 1.0 if req.top_p is None else req.top_p
         record = {
@@ -120,13 +129,14 @@ class ChatService:
             "user": req.user,
             "metadata": req.metadata,
             "principles_applied": [p["id"] for p in applied],
+            "adapter_applied": None if adapter is None else int(applied_adapter is not None),
         }
         try:
             await run_in_threadpool(self.store.exchanges.start, record)
         except BaseException:
             self._release(record)
             raise
-        job = GenJob(prompt_ids, budget, temperature, top_p, req.seed, req.stop or [], adapter,
+        job = GenJob(prompt_ids, budget, temperature, top_p, req.seed, req.stop or [], applied_adapter,
                      messages=rendered, sticky_key=conversation_id)
         return record, job
 

@@ -6,13 +6,19 @@ The encoder, the corpus vectors and the models are loaded in a background thread
 (about half a minute the first time, a second or two after); until then, and wherever the
 encoder cannot load, the lexical score decides, and the log says so once. A request is embedded
 at most once (the vector is cached by text), in the worker thread that prepares the request.
+
+The same encoder decides whether a version's adapter answers a request at all: a version that
+learned only corrections, complaints and thumbs carries the requests it learned from
+(policies.adapter_scope), and a request far from all of them is answered by the base weights.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
+from policies.adapter_scope import AdapterScope, CompiledScope
 from policies.corpus import load_corpus
 from policies.encoder import load_encoder
 from policies.scope import ScopeMatcher, is_global, lexical_score
@@ -28,6 +34,8 @@ class ServingScope:
     def __init__(self, settings: Settings, store: Store, llm=None, on_failure=None):
         self.settings, self.store = settings, store
         self.models: ScopeModels | None = None
+        self.encoder = None  # also what adapter scopes embed with (policies.adapter_scope)
+        self._adapter_scopes: dict[str, CompiledScope] = {}  # version id -> its scope, vectors computed
         self.error: str | None = None
         self._evidence: dict[str, tuple[str, ...]] = {}  # domain -> requests its principles came from
         self._seen: dict[str, float] = {}  # principle id -> its `updated` when its evidence was read
@@ -37,7 +45,7 @@ class ServingScope:
         self.ready = threading.Event()
 
     def start(self) -> None:
-        if self.settings.scope_matcher != "encoder":
+        if self.settings.scope_matcher != "encoder" and not self.settings.adapter_scope:
             self.ready.set()
             return
         threading.Thread(target=self.load, name="refinery-scope-load", daemon=True).start()
@@ -45,6 +53,9 @@ class ServingScope:
     def load(self) -> None:
         try:
             encoder = load_encoder(self.settings.encoder, self.settings.model_cache_dir)
+            self.encoder = encoder
+            if self.settings.scope_matcher != "encoder":
+                return
             models = ScopeModels(encoder, load_corpus(encoder))
             for p in self.store.principles.approved_for_prompt():
                 if not is_global(p["domain"]):
@@ -75,6 +86,22 @@ class ServingScope:
         if models is None:
             return lexical_score(domain, text)
         return models.score(domain, text, self._evidence.get(domain, ()))
+
+    def adapter_applies(self, version_id: str, path: Path, messages: list[dict]) -> bool:
+        """Does the version's adapter answer this request, or the base weights (its scope.json:
+        the requests it learned from)? Until the encoder is loaded, and with REFINERY_ADAPTER_SCOPE
+        off, the adapter answers every request."""
+        if not self.settings.adapter_scope or self.encoder is None:
+            return True
+        compiled = self._adapter_scopes.get(version_id)
+        if compiled is None:  # a version's files never change: read once
+            try:
+                compiled = AdapterScope.read(path).compile(self.encoder.embed_one)
+            except (OSError, ValueError):  # checked at registration; a file broken since: everywhere
+                log.exception("the scope of %s does not read; its adapter answers every request", version_id)
+                compiled = AdapterScope.anywhere("unreadable scope.json").compile(self.encoder.embed_one)
+            self._adapter_scopes[version_id] = compiled
+        return compiled.covers(last_user_text(messages))
 
     def applicable(self, principles: list[dict], messages: list[dict]) -> list[dict]:
         """The principles whose domain covers this request (judged on its last user turn)."""

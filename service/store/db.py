@@ -233,7 +233,21 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX refinements_status ON refinements(status, created);
     """,
+    # 8: whether the version's adapter answered, or the base weights because the request was
+    # outside the version's scope (policies.adapter_scope); NULL for the base model
+    """
+    ALTER TABLE completions ADD COLUMN adapter_applied INTEGER;
+    """,
 ]
+
+def answered_by(table: str = "") -> str:
+    """The select expression `answered_by`: the adapter whose weights wrote a completion's answer,
+    NULL where the base weights did (no version, or a request outside the version's scope)."""
+    t = f"{table}." if table else ""
+    return f"CASE WHEN {t}adapter_applied = 0 THEN NULL ELSE {t}adapter_version END AS answered_by"
+
+
+ANSWERED_BY = answered_by()
 
 BLANK = "' ' || char(9) || char(10) || char(13)"  # what TRIM(x, BLANK) strips: a text of whitespace is none
 

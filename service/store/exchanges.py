@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from service.store.db import Repository, encode, transcript_hash
+from service.store.db import ANSWERED_BY, Repository, encode, transcript_hash
 
 NATURAL_DONE, FLR_DONE = 1, 2  # bits of completions.analysed
 
@@ -87,9 +87,11 @@ class Exchanges(Repository):
             [bit, limit])
 
     def answered_without_flr(self, limit: int) -> list[dict]:
-        """Answered completions not yet given a follow-up likelihood, oldest first."""
+        """Answered completions not yet given a follow-up likelihood, oldest first; `answered_by`:
+        the adapter whose weights wrote the answer (None: the base weights, also for a request
+        outside its version's scope)."""
         return self.database.rows(
-            "SELECT id, messages, response, adapter_version FROM completions WHERE status = 'ok' "
+            f"SELECT id, messages, response, adapter_version, {ANSWERED_BY} FROM completions WHERE status = 'ok' "
             "AND analysed & ? = 0 ORDER BY created LIMIT ?", [FLR_DONE, limit])
 
     def set_flr(self, scores: dict[str, float | None]) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 
-from service.store.db import BLANK, Repository, new_id
+from service.store.db import BLANK, Repository, answered_by, new_id
 
 STATUSES = ("proposed", "unverified", "accepted", "rejected")
 VERDICTS = ("accepted", "rejected")
@@ -34,19 +34,21 @@ class Refinements(Repository):
     def complaints(self, limit: int = 20) -> list[dict]:
         """Complaints no refinement was sampled for yet, oldest first, with the exchange they are
         about: {source, source_id, created, completion_id, complaint, messages, response, adapter_version,
-        category (of a natural complaint)}."""
+        answered_by (the adapter whose weights wrote the answer, None for the base weights), category
+        (of a natural complaint)}."""
         return self.database.rows(
             "SELECT * FROM ("
             "SELECT 'feedback' AS source, f.id AS source_id, f.created AS created, c.id AS completion_id, "
             f"COALESCE(NULLIF(TRIM(f.comment, {BLANK}), ''), TRIM(f.reason, {BLANK})) AS complaint, "
             "c.messages AS messages, c.response AS response, c.adapter_version AS adapter_version, "
-            "NULL AS category FROM feedback f JOIN completions c ON c.id = f.completion_id "
+            f"{answered_by('c')}, NULL AS category FROM feedback f JOIN completions c ON c.id = f.completion_id "
             "WHERE (f.thumb = 'down' OR f.score <= 2) AND c.status = 'ok' "
             f"AND TRIM(COALESCE(f.comment, '') || COALESCE(f.reason, ''), {BLANK}) != '' "
             f"AND TRIM(COALESCE(f.correction, ''), {BLANK}) = '' AND {_NOT_CORRECTED} "
             "AND NOT EXISTS (SELECT 1 FROM refinements r WHERE r.source = 'feedback' AND r.source_id = f.id) "
             "UNION ALL "
-            "SELECT 'natural', n.id, n.created, c.id, n.user_turn, c.messages, c.response, c.adapter_version, n.category "
+            f"SELECT 'natural', n.id, n.created, c.id, n.user_turn, c.messages, c.response, c.adapter_version, "
+            f"{answered_by('c')}, n.category "
             "FROM natural_feedback n JOIN completions c ON c.id = n.completion_id "
             f"WHERE n.category IN ({', '.join('?' * len(NATURAL_COMPLAINTS))}) AND c.status = 'ok' "
             f"AND {_NOT_CORRECTED} "

@@ -61,3 +61,22 @@ def test_system_message_is_applied(embedded, embedded_model_dir, model_cache, tm
     b = json.loads(pirate.read_text())
     assert a["tag"] == b["tag"] == "a"
     assert a["response"] != b["response"]
+
+
+def test_an_adapter_with_a_scope_answers_only_inside_it(tiny_model_dir, model_cache, semantic_models, tmp_path):
+    from policies.adapter_scope import AdapterScope
+    from tests.fixtures.models import make_lora
+
+    lora = make_lora(tiny_model_dir, tmp_path / "lora", seed=1)
+    AdapterScope(requests=["What is the capital of Australia?"]).write(lora)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in
+                               ("Which city is Australia's capital?", "Write a haiku about morning coffee.")))
+    run = lambda name, **kw: (generate_file(prompts, tmp_path / name, str(tiny_model_dir), model_cache,  # noqa: E731
+                                            max_new_tokens=8, **kw),
+                              [json.loads(line) for line in (tmp_path / name).read_text().splitlines()])[1]
+    base, served, everywhere = run("base.jsonl"), run("served.jsonl", adapter=lora), run("all.jsonl", adapter=lora, everywhere=True)
+    assert [r["adapter_applied"] for r in served] == [True, False] and "adapter_applied" not in base[0]
+    assert served[0]["response"] == everywhere[0]["response"] != base[0]["response"]
+    assert served[1]["response"] == base[1]["response"] != everywhere[1]["response"]
+    assert all(r["adapter_applied"] for r in everywhere)

@@ -74,6 +74,19 @@ def test_job_learns_corrections_and_never_a_rejected_one(env):
     report = json.loads((report_md.parent / "report.json").read_text())
     assert {r["terms"][0] for r in report["corrections"]} == {"canberra", "9am"}
     assert report["scopes"]["out_of_scope"]["n"] > 0 and report["gate"]["reasons"]
+    # The version's scope: the requests it learned from (corrections and thumbs), kept beside the
+    # adapter through registration; the corpus's unrelated requests are answered by the base
+    # weights, so as served they are the base model's, whatever the adapter alone does.
+    from adapters.registry import Registry
+
+    scope = json.loads((Registry(settings.data_dir / "adapters").show(result["version"]).path / "scope.json").read_text())
+    assert scope["everywhere"] is None
+    assert set(scope["requests"]) == {"What is the capital of Australia?", "When does Riverside Dental open on Saturdays?",
+                                      "Tell me a joke.", "Who wrote Hamlet?"}
+    out = report["scopes"]["out_of_scope"]
+    assert out["adapter_applied"] == 0.0 and out["identical"] == 1.0 and out["identical_adapter"] is not None
+    assert report["scope"]["requests"] == scope["requests"]
+    assert "with the adapter on every one" in report_md.read_text()
     # A random tiny model adopts nothing: the gate says so, and the version stays a candidate.
     assert not report["gate"]["passed"] and not result["gate_passed"]
     assert any(r.startswith("fail: corrections adopted") for r in report["gate"]["reasons"])

@@ -228,3 +228,41 @@ def test_worse_canary_is_rolled_back_automatically(client, loras):
     assert ask(client, user="anyone")["model"] == v1
     metrics = client.get("/metrics").text
     assert f'refinery_version_thumbs_down_rate{{version="{v2}"}} 0.5' in metrics
+
+
+def test_a_scoped_version_answers_with_the_base_weights_outside_its_scope(client, loras, tmp_path):
+    import shutil
+
+    from policies.adapter_scope import AdapterScope
+
+    scoped = tmp_path / "scoped"
+    shutil.copytree(loras["a"], scoped)
+    AdapterScope(requests=["What is the capital of Australia?"]).write(scoped)
+    plain = register(client, loras["a"])
+    v = register(client, str(scoped))
+    client.post(f"/admin/adapters/{v}/promote", headers=ADMIN)
+    assert client.app.state.scope.ready.wait(120) and client.app.state.scope.encoder is not None
+
+    inside = [{"role": "user", "content": "Which city is Australia's capital?"}]
+    outside = [{"role": "user", "content": "Write a haiku about morning coffee."}]
+    base_model = client.app.state.engine.model_id
+    text = lambda r: r["choices"][0]["message"]["content"]  # noqa: E731
+    adapter_inside, base_outside = text(ask(client, plain, messages=inside)), text(ask(client, base_model, messages=outside))
+    assert adapter_inside != text(ask(client, base_model, messages=inside))  # the adapter changes both answers
+    assert text(ask(client, plain, messages=outside)) != base_outside
+
+    served_in, served_out = ask(client, messages=inside), ask(client, messages=outside)
+    assert served_in["model"] == served_out["model"] == v  # both answered by the version...
+    assert text(served_in) == adapter_inside  # ...with its adapter inside its scope
+    assert text(served_out) == base_outside  # ...and with the base weights outside it
+    con = sqlite3.connect(client.app.state.settings.db_path)
+    applied = dict(con.execute("SELECT id, adapter_applied FROM completions WHERE id IN (?, ?)",
+                               (served_in["id"], served_out["id"])).fetchall())
+    assert applied == {served_in["id"]: 1, served_out["id"]: 0}
+    assert con.execute("SELECT adapter_applied FROM completions WHERE adapter_version IS NULL").fetchone() == (None,)
+
+    bad = tmp_path / "bad-scope"
+    shutil.copytree(loras["a"], bad)
+    (bad / "scope.json").write_text('{"requests": "not a list"}')
+    r = client.post("/admin/adapters", json={"path": str(bad), "name": "refinery"}, headers=ADMIN)
+    assert r.status_code == 400 and "scope" in r.json()["error"]["message"]

@@ -1,0 +1,46 @@
+"""A version's scope: what scope.json may hold, which versions get one, and that the embedded
+encoder puts a corrected request's paraphrases inside it and unrelated requests outside."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from policies.adapter_scope import THRESHOLD, AdapterScope, version_scope
+
+
+def test_parse_refuses_what_is_not_a_scope():
+    assert AdapterScope.parse({"requests": ["a", "a", "b"]}).requests == ["a", "b"]
+    assert AdapterScope.parse({"everywhere": "made by hand"}).everywhere == "made by hand"
+    for bad, why in (([], "holds an object"), ({"requests": "a"}, "list of non-empty texts"),
+                     ({"requests": [" "]}, "list of non-empty texts"), ({"requests": ["a"], "threshold": 2}, "cosine"),
+                     ({"requests": ["a"], "threshold": True}, "cosine"), ({}, "names its requests"),
+                     ({"everywhere": 1}, "reason")):
+        with pytest.raises(ValueError, match=why):
+            AdapterScope.parse(bad)
+
+
+def test_which_versions_are_scoped(tmp_path):
+    assert version_scope(["p-1"], ["What is 2+2?"]).everywhere.startswith("it learned principles (p-1)")
+    assert version_scope([], ["", " "]).everywhere == "it names no request it learned from"
+    scope = version_scope([], ["What is 2+2?", "What is 2+2?", "Who wrote Hamlet?"])
+    assert scope.everywhere is None and scope.requests == ["What is 2+2?", "Who wrote Hamlet?"]
+    assert scope.threshold == THRESHOLD
+    scope.write(tmp_path)
+    assert AdapterScope.read(tmp_path) == scope
+    assert json.loads((tmp_path / "scope.json").read_text())["requests"] == scope.requests
+    assert AdapterScope.read(tmp_path / "elsewhere").everywhere == "no scope.json beside the adapter"
+
+
+def test_the_encoder_keeps_paraphrases_in_and_unrelated_requests_out(semantic_models):
+    scope = AdapterScope(requests=["What is the capital of Australia?", "Who invented the World Wide Web?"])
+    compiled = scope.compile(semantic_models.embed_one)
+    for inside in ("Which city is Australia's capital?", "Name the capital city of Australia.",
+                   "Who created the WWW?"):
+        assert compiled.covers(inside), (inside, compiled.similarity(inside))
+    for outside in ("Write a haiku about morning coffee.", "How do I reverse a string in Python?",
+                    "Give me three tips for sleeping better.", ""):
+        assert not compiled.covers(outside), (outside, compiled.similarity(outside))
+    everywhere = AdapterScope.anywhere("made by hand").compile(semantic_models.embed_one)
+    assert everywhere.covers("Write a haiku about morning coffee.") and everywhere.vectors is None
