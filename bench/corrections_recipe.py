@@ -93,6 +93,7 @@ def main() -> None:
             row["stopped"] = str(e)
             results.append(row)
             print(f"{v['name']}: stopped: {e}")
+            write(results)
             continue
         report = evaluate_corrections(model, tok, out, data["evaluation"], recipe.gate, max_new_tokens=syn.max_new_tokens)
         cand = PeftModel.from_pretrained(model, str(out), adapter_name="sweep")
@@ -112,6 +113,7 @@ def main() -> None:
                                            for q, b, c in list(zip(unrelated, base_unrel, c_unrel))[:6]]})
         results.append(row)
         print(json.dumps({k: row[k] for k in row if k != "unrelated_examples"}), flush=True)
+        write(results)
 
     print(f"\n{len(facts)} train corrections, embedded model; job report on the evaluation corpus, "
           f"paraphrases and unrelated from bench/data/corrections.jsonl")
@@ -121,11 +123,16 @@ def main() -> None:
         cells = " ".join(f"{r[c]:>19.2f}" if isinstance(r.get(c), float) else f"{'stopped' if 'stopped' in r else '-':>19}"
                          for c in cols)
         print(f"{r['name']:28} {cells} {r.get('train_seconds', '-'):>8}")
+    print(f"wrote {write(results)}")
+
+
+def write(results: list[dict]) -> Path:
+    """The results so far (after every variant: a sweep stopped half-way keeps what it measured)."""
     dest = ROOT / "bench" / "results" / "corrections-recipe.json"
     dest.parent.mkdir(exist_ok=True)
     dest.write_text(json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(), "split": "train",
                                 "variants": results}, indent=1, ensure_ascii=False))
-    print(f"wrote {dest}")
+    return dest
 
 
 if __name__ == "__main__":
