@@ -69,3 +69,14 @@ def test_a_completion_and_its_conversation_are_stored_together_or_not_at_all(tmp
         store.exchanges.start(_record("c1", [{"role": "user", "content": "q"}], conversation="conv-b"))
     ids = [r["id"] for r in store.db.query("SELECT id FROM conversations ORDER BY id")]
     assert ids == ["conv-a"]
+
+
+def test_answered_by_names_the_weights_that_wrote_an_answer(tmp_path):
+    store = Store(tmp_path / "r.db")
+    msgs = [{"role": "user", "content": "q"}]
+    for cid, version, applied in (("base", None, None), ("inside", "refinery@v1", 1), ("outside", "refinery@v1", 0)):
+        store.exchanges.start({**_record(cid, msgs), "adapter_version": version, "adapter_applied": applied})
+        store.exchanges.finish(cid, response="a", finish_reason="stop", status="ok", prompt_tokens=1,
+                                completion_tokens=1, latency_ms=1.0, ttft_ms=1.0)
+    rows = {r["id"]: (r["adapter_version"], r["answered_by"]) for r in store.exchanges.answered_without_flr(10)}
+    assert rows == {"base": (None, None), "inside": ("refinery@v1", "refinery@v1"), "outside": ("refinery@v1", None)}
