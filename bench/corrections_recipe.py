@@ -10,8 +10,9 @@ model's greedy answer, go through service.distill.corrections.correction_rows (p
 out-of-scope anchors), service.distill.pipeline.train_adapter (the recipe with a variant's
 params over it) and evaluate_corrections (the job's report: adoption, answers identical to base
 on the evaluation corpus's near and unrelated requests). Beside the report: the fact on the
-corrections' unseen paraphrases, and answers identical to base on the first half of the
-benchmark's unrelated requests (the second half is kept for bench/corrections.py --split test).
+corrections' unseen paraphrases and on their near questions (a leak: "the largest city in
+Australia is Canberra"), and answers identical to base on the near questions and on the first
+half of the benchmark's unrelated requests (the second half is kept for bench/corrections.py --split test).
 
 Only the train split is used: it is the tuning split. Prints a table; writes
 bench/results/corrections-recipe.json.
@@ -70,7 +71,9 @@ def main() -> None:
     corr_rows = [{"id": r["id"], "messages": user(r["request"]), "response": a, "correction": r["correction"],
                   "created": i} for i, (r, a) in enumerate(zip(facts, answered))]
     para = [(q, r["fact"]) for r in facts for q in r["paraphrases"]]
+    near = [(q, r["fact"]) for r in facts for q in r["near"]]
     base_para = base_generate([user(q) for q, _ in para], args.max_tokens)
+    base_near = base_generate([user(q) for q, _ in near], args.max_tokens)
     base_unrel = base_generate([user(q) for q in unrelated], args.max_tokens)
 
     from peft import PeftModel
@@ -100,6 +103,7 @@ def main() -> None:
         cand.eval()
         try:
             c_para = generate_answers(cand, [user(q) for q, _ in para], args.max_tokens)
+            c_near = generate_answers(cand, [user(q) for q, _ in near], args.max_tokens)
             c_unrel = generate_answers(cand, [user(q) for q in unrelated], args.max_tokens)
         finally:
             model = cand.unload()
@@ -107,6 +111,9 @@ def main() -> None:
                     "out_identical": report["scopes"]["out_of_scope"]["identical"], "gate": report["gate"]["passed"],
                     "paraphrase_fact": sum(f.lower() in a.lower() for a, (_, f) in zip(c_para, para)) / len(para),
                     "paraphrase_fact_base": sum(f.lower() in a.lower() for a, (_, f) in zip(base_para, para)) / len(para),
+                    "near_fact": sum(f.lower() in a.lower() for a, (_, f) in zip(c_near, near)) / len(near),
+                    "near_fact_base": sum(f.lower() in a.lower() for a, (_, f) in zip(base_near, near)) / len(near),
+                    "near_questions_identical": sum(a.strip() == b.strip() for a, b in zip(c_near, base_near)) / len(near),
                     "unrelated_identical": sum(a.strip() == b.strip() for a, b in zip(c_unrel, base_unrel)) / len(unrelated),
                     "seconds": round(time.perf_counter() - t0, 1),
                     "unrelated_examples": [{"prompt": q, "base": b, "candidate": c}
@@ -117,7 +124,8 @@ def main() -> None:
 
     print(f"\n{len(facts)} train corrections, embedded model; job report on the evaluation corpus, "
           f"paraphrases and unrelated from bench/data/corrections.jsonl")
-    cols = ("adoption", "paraphrase_fact", "near_identical", "out_identical", "unrelated_identical")
+    cols = ("adoption", "paraphrase_fact", "near_fact", "near_questions_identical", "near_identical", "out_identical",
+            "unrelated_identical")
     print(f"{'variant':28} " + " ".join(f"{c:>19}" for c in cols) + f" {'train s':>8}")
     for r in results:
         cells = " ".join(f"{r[c]:>19.2f}" if isinstance(r.get(c), float) else f"{'stopped' if 'stopped' in r else '-':>19}"
