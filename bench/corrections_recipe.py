@@ -83,7 +83,8 @@ def main() -> None:
         recipe = Recipe.from_params(v["params"])
         syn = recipe.synthesis
         t0 = time.perf_counter()
-        data = correction_rows(corr_rows, encoder, corpus, eval_corpus, base_generate, n_out=syn.n_out_of_scope,
+        data = correction_rows(corr_rows, encoder, corpus, eval_corpus, base_generate,
+                               near_per_request=syn.near_per_correction, n_out=syn.n_out_of_scope,
                                near_weight=syn.near_weight, out_weight=syn.out_weight,
                                max_tokens=syn.max_new_tokens, seed=syn.seed)
         out = Path(tempfile.mkdtemp(prefix="refinery-recipe-")) / "adapter"

@@ -36,6 +36,8 @@ class SynthesisConfig(BaseModel):
     in_scope_threshold: float = Field(0.5, description="scope score from which a logged prompt is in scope")
     out_of_scope_threshold: float = Field(0.2, description="scope score below which a logged or pool prompt "
                                           "is out of scope; the band between is left out as ambiguous")
+    near_per_correction: int = Field(3, ge=0, description="near-scope constraint rows per corrected request: "
+                                     "the corpus requests closest to it that do not ask the same")
     near_weight: float = Field(0.1, ge=0, description="NLL weight of near-scope constraint rows")
     out_weight: float = Field(0.2, ge=0, description="NLL weight of out-of-scope constraint rows")
     max_new_tokens: int = Field(64, ge=1, description="token budget of baseline answers")

@@ -171,7 +171,8 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
         rows.sort(key=lambda r: r["created"])
         corrections = correction_rows(rows, encoder, models.corpus, evaluation,
                                       base_generate_fn if active is not None else generate_fn,
-                                      n_out=syn.n_out_of_scope, near_weight=syn.near_weight,
+                                      near_per_request=syn.near_per_correction, n_out=syn.n_out_of_scope,
+                                      near_weight=syn.near_weight,
                                       out_weight=syn.out_weight, max_tokens=syn.max_new_tokens, seed=syn.seed)
         write_atomic(corr_path, json.dumps(corrections, ensure_ascii=False))
     if active is not None and remote is None:
