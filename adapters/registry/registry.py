@@ -52,7 +52,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import threading
@@ -64,7 +63,7 @@ from adapters.files import TMP_PREFIX, fsync_path, write_json_atomic
 from adapters.registry.validate import stage_copy
 from adapters.registry.versions import (AUDIT, BASE_CONFIG, ENGINE_LIMITS, METADATA, NAME_RE, STATE, WEIGHTS,
                                         AdapterRejected, AdapterVersion, Change, InvalidTransition, NotFound,
-                                        RegistryError, Resolution, parse_version_id)
+                                        RegistryError, Resolution, check_share, parse_version_id)
 from adapters.runtime import pid_alive
 
 log = logging.getLogger(__name__)
@@ -301,12 +300,7 @@ class Registry:
 
         return self._mutate("canary", actor, reason, apply)
 
-    @staticmethod
-    def check_share(share) -> float:
-        """A canary share: a number strictly between 0 and 1."""
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or math.isnan(share) or not 0 < share < 1:
-            raise RegistryError(f"canary share must be between 0 and 1 (exclusive), got {share!r}")
-        return float(share)
+    check_share = staticmethod(check_share)
 
     def rollback(self, name: str, *, actor: str = "registry", reason: str | None = None, reject: bool = False) -> list[Change]:
         """End NAME's canary if one runs; otherwise bring back the previously active version.

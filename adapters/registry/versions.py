@@ -7,6 +7,7 @@ Shared by the state machine (adapters.registry.registry), the validation of adap
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import uuid
 from dataclasses import asdict, dataclass
@@ -107,6 +108,13 @@ class Resolution:
         digest = hashlib.sha256(f"{self.canary.version_id}\0{key}".encode()).digest()
         bucket = int.from_bytes(digest[:8], "big") / 2**64
         return self.canary if bucket < self.canary_share else self.version
+
+
+def check_share(share) -> float:
+    """A canary share: a number strictly between 0 and 1."""
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or math.isnan(share) or not 0 < share < 1:
+        raise RegistryError(f"canary share must be between 0 and 1 (exclusive), got {share!r}")
+    return float(share)
 
 
 def parse_version_id(version_id: str) -> tuple[str, int] | None:
