@@ -45,6 +45,9 @@ from adapters.model import load_model
 from adapters.train_config import TrainConfig
 
 
+BUDGET_MARGIN = 3  # an answer within this many tokens of its generation budget may have been cut there
+
+
 @dataclass
 class TrainResult:
     out_dir: Path
@@ -139,12 +142,15 @@ def tokenize_example(tokenizer, messages, answer: str, cfg: TrainConfig,
     generation time; the answer is tokenised on its own and closed with the EOS token (for
     chat-tuned models such as SmolLM2 that is the end-of-turn token <|im_end|>), so the model
     learns to stop where the answer stops. `budget`: the token budget the answer was generated
-    under (a row's "max_tokens"); an answer that used it up was cut there, not finished, and is
-    not closed: an end-of-turn at the cut would teach the model to stop mid-sentence.
+    under (a row's "max_tokens"); an answer that came near it may have been cut there, and is
+    not closed: an end-of-turn at a cut would teach the model to stop mid-sentence, while an
+    answer left open teaches nothing about what follows its last token. Near means within
+    BUDGET_MARGIN tokens: the text comes back stripped and re-tokenised, so a cut answer may
+    count a token or two fewer than it was generated with, and a finished one as many.
     """
     prompt = render_prompt(tokenizer, messages)[-cfg.max_prompt_length:]
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    if budget is None or len(answer_ids) < budget - 1:  # re-tokenised text may differ by a token
+    if budget is None or len(answer_ids) < budget - BUDGET_MARGIN:
         answer_ids = answer_ids + [tokenizer.eos_token_id]
     answer_ids = answer_ids[: cfg.max_length - len(prompt)]
     return prompt + answer_ids, [0] * len(prompt) + [1] * len(answer_ids)

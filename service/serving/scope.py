@@ -29,6 +29,8 @@ from service.store import Store
 
 log = logging.getLogger(__name__)
 
+ENCODER_WAIT_S = 60.0  # how long a request for a scoped version waits for the encoder at start-up
+
 
 class ServingScope:
     def __init__(self, settings: Settings, store: Store, llm=None, on_failure=None):
@@ -36,6 +38,7 @@ class ServingScope:
         self.models: ScopeModels | None = None
         self.encoder = None  # also what adapter scopes embed with (policies.adapter_scope)
         self._adapter_scopes: dict[str, CompiledScope] = {}  # version id -> its scope, vectors computed
+        self._warned_no_encoder = False
         self.error: str | None = None
         self._evidence: dict[str, tuple[str, ...]] = {}  # domain -> requests its principles came from
         self._seen: dict[str, float] = {}  # principle id -> its `updated` when its evidence was read
@@ -89,18 +92,32 @@ class ServingScope:
 
     def adapter_applies(self, version_id: str, path: Path, messages: list[dict]) -> bool:
         """Does the version's adapter answer this request, or the base weights (its scope.json:
-        the requests it learned from)? Until the encoder is loaded, and with REFINERY_ADAPTER_SCOPE
-        off, the adapter answers every request."""
-        if not self.settings.adapter_scope or self.encoder is None:
+        the requests it learned from)? With REFINERY_ADAPTER_SCOPE off, and for a version without
+        a scope, the adapter answers every request. A scoped version's adapter never answers
+        unjudged: a request that comes while the encoder loads waits for it (ENCODER_WAIT_S at
+        most), and where the encoder cannot load the base weights answer (what the version's
+        gate measured outside its scope), said once in the log."""
+        if not self.settings.adapter_scope:
             return True
         compiled = self._adapter_scopes.get(version_id)
         if compiled is None:  # a version's files never change: read once
             try:
-                compiled = AdapterScope.read(path).compile(self.encoder.embed_one)
+                scope = AdapterScope.read(path)
             except (OSError, ValueError):  # checked at registration; a file broken since: everywhere
                 log.exception("the scope of %s does not read; its adapter answers every request", version_id)
-                compiled = AdapterScope.anywhere("unreadable scope.json").compile(self.encoder.embed_one)
-            self._adapter_scopes[version_id] = compiled
+                scope = AdapterScope.anywhere("unreadable scope.json")
+            if scope.everywhere is not None:
+                compiled = self._adapter_scopes[version_id] = scope.compile(lambda q: None)
+                return True
+            if self.encoder is None and not self.ready.is_set():
+                self.ready.wait(ENCODER_WAIT_S)
+            if self.encoder is None:
+                if not self._warned_no_encoder:
+                    self._warned_no_encoder = True
+                    log.warning("no sentence encoder (%s): scoped versions answer with the base weights",
+                                self.error or "still loading")
+                return False
+            compiled = self._adapter_scopes[version_id] = scope.compile(self.encoder.embed_one)
         return compiled.covers(last_user_text(messages))
 
     def applicable(self, principles: list[dict], messages: list[dict]) -> list[dict]:

@@ -85,7 +85,9 @@ def test_tokenize_masks_prompt_and_ends_with_eos(tiny_model_dir):
     cut = tok("one two three four five six", add_special_tokens=False)["input_ids"]
     ids, _ = tokenize_example(tok, messages, "one two three four five six", cfg, budget=len(cut))
     assert ids[-1] != tok.eos_token_id and ids[-len(cut):] == cut
-    ids, _ = tokenize_example(tok, messages, "one two three four five six", cfg, budget=len(cut) + 10)
+    ids, _ = tokenize_example(tok, messages, "one two three four five six", cfg, budget=len(cut) + 3)
+    assert ids[-1] != tok.eos_token_id  # within the margin: it may have been cut, so left open
+    ids, _ = tokenize_example(tok, messages, "one two three four five six", cfg, budget=len(cut) + 4)
     assert ids[-1] == tok.eos_token_id
 
 
