@@ -7,7 +7,9 @@ adapter passes before it is stored or served, `versions` the vocabulary both sha
 from adapters.registry.registry import Registry
 from adapters.registry.validate import check_loadable
 from adapters.registry.versions import (STATUSES, AdapterRejected, AdapterVersion, Change, InvalidTransition,
-                                        NotFound, RegistryError, Resolution, parse_version_id, same_base_model)
+                                        NotFound, RegistryError, Resolution, check_share, parse_version_id,
+                                        same_base_model)
 
 __all__ = ["Registry", "check_loadable", "STATUSES", "AdapterRejected", "AdapterVersion", "Change",
-           "InvalidTransition", "NotFound", "RegistryError", "Resolution", "parse_version_id", "same_base_model"]
+           "InvalidTransition", "NotFound", "RegistryError", "Resolution", "check_share", "parse_version_id",
+           "same_base_model"]

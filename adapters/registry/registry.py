@@ -287,7 +287,7 @@ class Registry:
         return self._mutate("promote", actor, reason, apply)
 
     def canary(self, version_id: str, share: float, *, actor: str = "registry", reason: str | None = None) -> list[Change]:
-        share = self.check_share(share)
+        share = check_share(share)
 
         def apply(state: dict, ops: _Ops) -> None:
             name, status = ops.status_of(version_id)
@@ -299,8 +299,6 @@ class Registry:
             ops.set(version_id, "canary", share=share)
 
         return self._mutate("canary", actor, reason, apply)
-
-    check_share = staticmethod(check_share)
 
     def rollback(self, name: str, *, actor: str = "registry", reason: str | None = None, reject: bool = False) -> list[Change]:
         """End NAME's canary if one runs; otherwise bring back the previously active version.

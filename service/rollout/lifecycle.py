@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from adapters.registry import AdapterRejected, AdapterVersion, Change, Registry, check_loadable
+from adapters.registry import AdapterRejected, AdapterVersion, Change, Registry, check_loadable, check_share
 
 Preload = Callable[[AdapterVersion], None]  # raises when the version cannot serve
 
@@ -62,7 +62,7 @@ class Lifecycle:
         return self._done(self.registry.promote(version_id, actor=actor, reason=reason))
 
     def canary(self, version_id: str, share: float, actor: str, reason: str | None = None) -> list[Change]:
-        self.registry.check_share(share)
+        check_share(share)
         self._ready(version_id, actor)
         return self._done(self.registry.canary(version_id, share, actor=actor, reason=reason))
 

@@ -37,7 +37,8 @@ class ServingScope:
         self.settings, self.store = settings, store
         self.models: ScopeModels | None = None
         self.encoder = None  # also what adapter scopes embed with (policies.adapter_scope)
-        self._adapter_scopes: dict[str, CompiledScope] = {}  # version id -> its scope, vectors computed
+        self._adapter_scopes: dict[str, AdapterScope] = {}  # version id -> its scope.json
+        self._compiled_scopes: dict[str, CompiledScope] = {}  # version id -> its scope with vectors
         self._warned_no_encoder = False
         self.error: str | None = None
         self._evidence: dict[str, tuple[str, ...]] = {}  # domain -> requests its principles came from
@@ -99,16 +100,18 @@ class ServingScope:
         gate measured outside its scope), said once in the log."""
         if not self.settings.adapter_scope:
             return True
-        compiled = self._adapter_scopes.get(version_id)
-        if compiled is None:  # a version's files never change: read once
+        scope = self._adapter_scopes.get(version_id)
+        if scope is None:  # a version's files never change: read once
             try:
                 scope = AdapterScope.read(path)
             except (OSError, ValueError):  # checked at registration; a file broken since: everywhere
                 log.exception("the scope of %s does not read; its adapter answers every request", version_id)
                 scope = AdapterScope.anywhere("unreadable scope.json")
-            if scope.everywhere is not None:
-                compiled = self._adapter_scopes[version_id] = scope.compile(lambda q: None)
-                return True
+            self._adapter_scopes[version_id] = scope
+        if scope.everywhere is not None:
+            return True
+        compiled = self._compiled_scopes.get(version_id)
+        if compiled is None:
             if self.encoder is None and not self.ready.is_set():
                 self.ready.wait(ENCODER_WAIT_S)
             if self.encoder is None:
@@ -117,7 +120,7 @@ class ServingScope:
                     log.warning("no sentence encoder (%s): scoped versions answer with the base weights",
                                 self.error or "still loading")
                 return False
-            compiled = self._adapter_scopes[version_id] = scope.compile(self.encoder.embed_one)
+            compiled = self._compiled_scopes[version_id] = scope.compile(self.encoder.embed_one)
         return compiled.covers(last_user_text(messages))
 
     def applicable(self, principles: list[dict], messages: list[dict]) -> list[dict]:
