@@ -46,6 +46,8 @@ def main() -> None:
     ap.add_argument("--variants", default=None, help="JSON file: a list of {name, params}")
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--unrelated", type=int, default=30)
+    ap.add_argument("--similarity", action="store_true",
+                    help="only print the encoder cosines the version scope's threshold was set from, and stop")
     args = ap.parse_args()
     variants = json.loads(Path(args.variants).read_text()) if args.variants else [{"name": "recipe", "params": {}}]
     rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
@@ -53,6 +55,9 @@ def main() -> None:
     unrelated = [r["request"] for r in rows if r["kind"] == "unrelated"][: args.unrelated]
     cache = Path(os.environ.get("REFINERY_MODEL_CACHE", ROOT / ".cache" / "models"))
 
+    if args.similarity:
+        similarity(facts, unrelated, load_encoder(None, cache))
+        return
     loaded = load_model(None, cache, "auto")
     model, tok = loaded.model, loaded.tokenizer
     encoder = load_encoder(None, cache)
@@ -133,6 +138,24 @@ def main() -> None:
                          for c in cols)
         print(f"{r['name']:28} {cells} {r.get('train_seconds', '-'):>8}")
     print(f"wrote {write(results)}")
+
+
+def similarity(facts: list[dict], unrelated: list[str], encoder) -> None:
+    """Encoder cosine of each paraphrase, near question and unrelated request to the nearest
+    corrected request of the train split: where policies.adapter_scope's THRESHOLD comes from."""
+    import numpy as np
+
+    from policies.adapter_scope import THRESHOLD
+
+    learned = np.stack([encoder.embed_one(r["request"]) for r in facts])
+    nearest = lambda qs: [float((learned @ encoder.embed_one(q)).max()) for q in qs]  # noqa: E731
+    sets = {"paraphrases": nearest([q for r in facts for q in r["paraphrases"]]),
+            "near questions": nearest([q for r in facts for q in r["near"]]), "unrelated": nearest(unrelated)}
+    print(f"cosine to the nearest of {len(facts)} corrected requests (train split); threshold {THRESHOLD}")
+    print(f"{'set':16} {'n':>4} {'min':>6} {'median':>7} {'max':>6} {'>= threshold':>13}")
+    for name, xs in sets.items():
+        print(f"{name:16} {len(xs):>4} {min(xs):>6.2f} {float(np.median(xs)):>7.2f} {max(xs):>6.2f} "
+              f"{sum(x >= THRESHOLD for x in xs) / len(xs):>13.0%}")
 
 
 def write(results: list[dict]) -> Path:
