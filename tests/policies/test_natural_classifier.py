@@ -4,6 +4,7 @@ benchmark files), an operator's correction changing a later prediction, and what
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,14 @@ def test_save_and_load_round_trip(encoder, classifier, tmp_path):
     back = NaturalClassifier.load(encoder, tmp_path / "m")
     ex = Example("Nope, it leaves at 9:40, not 10:15.", ANSWER, REQUEST)
     assert back.predict(ex) == classifier.predict(ex)
+
+
+def test_no_scored_split_is_in_the_corpus():
+    """bench/natural.py scores splits the classifier never trained on: none of their labelled turns
+    (in their conversations) is in the shipped corpus."""
+    bench = Path(__file__).resolve().parents[2] / "bench" / "data"
+    scored = [row for name in ("natural_labelled.jsonl", "natural_final2.jsonl") for row in read_rows(bench / name)]
+    corpus = {(e.previous, e.answer, e.turn) for e in examples_from_rows(read_rows(CORPUS))}
+    held = [(e.previous, e.answer, e.turn) for e in examples_from_rows(scored)]
+    assert len(held) > 300
+    assert not [h for h in held if h in corpus]
