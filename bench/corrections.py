@@ -29,8 +29,6 @@ import argparse
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,30 +36,10 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ROOT, cli, environment, generate, serving  # noqa: E402
+
 DATA = ROOT / "bench" / "data" / "corrections.jsonl"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True)
-
-
-def generate(env: dict, tmp: Path, name: str, prompts: list[str], adapter: Path | None, max_tokens: int,
-             everywhere: bool = False) -> list[dict]:
-    """`refinery generate` rows: "response", and with an adapter "adapter_applied" (its scope)."""
-    src, out = tmp / f"{name}.jsonl", tmp / f"{name}-out.jsonl"
-    src.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in prompts))
-    args = ["generate", "--prompts", str(src), "--out", str(out), "--max-tokens", str(max_tokens)]
-    r = cli(env, *args, *(["--adapter", str(adapter)] if adapter else []), *(["--everywhere"] if everywhere else []))
-    if r.returncode:
-        raise SystemExit(f"refinery generate failed: {r.stderr[-2000:]}")
-    return [json.loads(line) for line in out.read_text().splitlines()]
 
 
 def main() -> None:
@@ -79,24 +57,9 @@ def main() -> None:
     unrelated = (unrelated[:half] if args.split == "train" else unrelated[half:])[: args.unrelated]
 
     tmp = Path(tempfile.mkdtemp(prefix="refinery-corrections-"))
-    env = dict(os.environ, REFINERY_DATA_DIR=str(tmp / "data"), REFINERY_TEACHER="none",
-               REFINERY_MODEL_CACHE=os.environ.get("REFINERY_MODEL_CACHE", str(ROOT / ".cache" / "models")))
-    port = free_port()
+    env = environment(tmp / "data")
     t0 = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 300
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                raise SystemExit("the server did not start")
-            time.sleep(1)
+    with serving(env) as url:
         served = []
         for r in facts:
             ans = httpx.post(url + "/v1/chat/completions", timeout=300,
@@ -106,13 +69,6 @@ def main() -> None:
                                                                      "comment": r["comment"], "correction": r["correction"]})
             fb.raise_for_status()
             served.append(ans["choices"][0]["message"]["content"])
-    finally:
-        server.terminate()
-        try:
-            server.wait(120)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
     refine = cli(env, "refine", "--no-progress", *(["--params", args.params] if args.params else []))
     refine_s = time.perf_counter() - t0
     if refine.returncode:
