@@ -1,7 +1,8 @@
 """The built-in corpora of realistic requests, tagged by topic, and their sentence-encoder vectors.
 
-Two corpora, written independently of each other (data/requests.jsonl: 130 topics, about 17
-requests each; data/eval_requests.jsonl: the same topics, 12 each). The first gives each
+Two corpora, written independently of each other (data/requests.jsonl: 194 topics, 17 requests
+each for the 64 added in the second round and about 32 for the first 130; data/eval_requests.jsonl:
+the same topics, 12 each). The first gives each
 principle's scope model its exemplars (the requests of the topics its domain names, against all
 the others) and C3PO synthesis its realistic in-scope, near-scope and out-of-scope prompts; the
 second only ever evaluates an adapter, so the gate grades it on requests from another source
