@@ -1,7 +1,8 @@
 """Does an approved in-context principle reach the requests of its domain, and only those?
 
     python bench/scope.py                      # the dev split (the scope model was tuned on it)
-    python bench/scope.py --split test         # the held-out split: run once, report as it is
+    python bench/scope.py --split test         # scored once, then tuned on (the named-person scope)
+    python bench/scope.py --split final        # the held-out split: run once, report as it is
 
 For each principle of bench/data/scope_<split>.jsonl (a domain, and 20 in-scope, 20 near-scope
 and 20 unrelated requests written by hand before any matcher was tuned), the share of requests
@@ -41,7 +42,7 @@ def rates(matcher: ScopeMatcher, p: dict) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--split", choices=("dev", "test"), default="dev")
+    ap.add_argument("--split", choices=("dev", "test", "final"), default="dev")
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache" / "models")
     ap.add_argument("--encoder", default=None, help="a local sentence-transformers directory (default: embedded)")
     args = ap.parse_args()

@@ -81,3 +81,29 @@ def test_corpus_vectors_are_kept_on_disk(models):
     cached = list((models.encoder.model_dir / "kept-vectors").glob(f"corpus-{TRAINING.stem}-*.npy"))
     assert cached and np.load(cached[0]).shape == models.corpus.vectors.shape
     assert load_corpus(models.encoder) is models.corpus  # once per process
+
+
+def test_a_domain_that_names_a_person_needs_the_request_to_point_at_them():
+    from policies.scope_model import audience_of
+
+    a = audience_of("emails to my accountant Ms Varga")
+    assert a is not None and a.names == ("varga",) and a.relations == ("accountant",)
+    assert a.named_in("Can you email Ms Varga my receipts summary?")
+    assert a.named_in("write my accountant a quick email about the VAT return")
+    assert not a.named_in("Email my old accountant, Mr Doyle, asking for my files")  # somebody else
+    assert not a.named_in("Write an email to my plumber about the leak")
+    assert audience_of("emails to my landlord") is None and audience_of("questions about astronomy") is None
+
+
+NAMED = [
+    ("emails to my accountant Ms Varga", "Draft an email to Ms Varga saying the bank statements are attached", True),
+    ("emails to my accountant Ms Varga", "write to my accountant asking when the tax return is due, by email", True),
+    ("emails to my accountant Ms Varga", "Write an email to my dentist rescheduling my appointment", False),
+    ("emails to my accountant Ms Varga", "Email my old accountant, Mr Doyle, asking for my files back", False),
+    ("emails to my accountant Ms Varga", "How much does an accountant charge for a self-assessment return?", False),
+]
+
+
+@pytest.mark.parametrize("domain, request_text, inside", NAMED)
+def test_scope_of_a_named_person(models, domain, request_text, inside):
+    assert (models.score(domain, request_text) >= 0.5) is inside
