@@ -46,7 +46,7 @@ def test_classifier_on_sentences_of_no_split(classifier, turn, category, polarit
 def test_an_operator_label_changes_a_later_prediction(encoder, classifier, tmp_path):
     turn = "hmm ok"
     before = classifier.predict(Example(turn, ANSWER, REQUEST))
-    assert before.category == "aware_without_correction"  # an acknowledgement, not a complaint: corrected
+    assert before.category != "none"  # a bare acknowledgement, which the operator labels none
     label = Example(turn, ANSWER, REQUEST, "none", "neutral", False)
     corrected = load_or_fit(encoder, tmp_path, [label])
     assert corrected.meta["operator_labels"] == 1
@@ -87,7 +87,7 @@ def test_no_scored_split_is_in_the_corpus():
     """bench/natural.py scores splits the classifier never trained on: none of their labelled turns
     (in their conversations) is in the shipped corpus."""
     bench = Path(__file__).resolve().parents[2] / "bench" / "data"
-    scored = [row for name in ("natural_labelled.jsonl", "natural_final2.jsonl") for row in read_rows(bench / name)]
+    scored = [row for name in ("natural_labelled.jsonl", "natural_final3.jsonl") for row in read_rows(bench / name)]
     corpus = {(e.previous, e.answer, e.turn) for e in examples_from_rows(read_rows(CORPUS))}
     held = [(e.previous, e.answer, e.turn) for e in examples_from_rows(scored)]
     assert len(held) > 300
