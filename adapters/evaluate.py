@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from statistics import mean
-from typing import Sequence
+from typing import Callable, Sequence
 
 from pydantic import BaseModel
 
@@ -122,7 +122,8 @@ def _prompt_sets(prompts) -> dict[str, list[str]]:
 def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str, Path | str] | None = None,
                         judge=None, *, comparison: Comparison | None = None, max_new_tokens: int = 64,
                         batch_size: int = 16, candidate: str | None = None, judge_retries: int = 1,
-                        weak_judge_ok: bool = False, progress: bool = False, generate_fn=None) -> EvalReport:
+                        weak_judge_ok: bool = False, progress: bool = False, generate_fn=None,
+                        served: Callable[[str], bool] | None = None) -> EvalReport:
     """Base, in-context and every adapter in `adapters` ({name: directory}) on the same prompts.
 
     `model` is the base model (a plain transformers model, or a PeftModel whose adapters are then
@@ -138,6 +139,10 @@ def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str
     `generate_fn(conversations, max_new_tokens, adapter_dir or None) -> answers` generates
     somewhere else instead (an engine that loads the adapter itself, such as vLLM); `model` is
     then not used.
+
+    `served(request) -> bool` is where a version's adapter answers when served (its scope,
+    policies.adapter_scope): each adapter row then answers as served (the base answer elsewhere;
+    `applied` says on what share), and a row "<name> everywhere" keeps the adapter's own answers.
     """
     f = _fields(principle)
     ignored_judge = None
@@ -213,6 +218,15 @@ def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str
             wrapped.unload()  # the LoRA layers come out; `model` is the plain base model again
 
     base_answers = raw["base"][2]
+    applied: dict[str, dict[str, float]] = {}
+    if served is not None:
+        inside = {s: [bool(served(q)) for q in sets[s]] for s in SCOPES}
+        for name in [n for n, r in raw.items() if r[0] == "adapter"]:
+            kind, adapter_dir, answers, seconds = raw[name]
+            raw[f"{name} everywhere"] = raw.pop(name)
+            raw[name] = (kind, adapter_dir, {s: [a if ok else b for a, b, ok in zip(answers[s], base_answers[s], inside[s])]
+                                             for s in SCOPES}, seconds)
+            applied[name] = {s: mean(inside[s]) if inside[s] else None for s in SCOPES}
     failures: list[dict] = []
     conditions: dict[str, ConditionResult] = {}
     for name, (kind, adapter_dir, answers, seconds) in raw.items():
@@ -233,6 +247,8 @@ def evaluate_conditions(model, tokenizer, principle, prompts, adapters: dict[str
                 score.changed = mean(a.strip() != b.strip() for a, b in zip(ans, base))
                 score.identical = 1.0 - score.changed
                 score.edit_distance = mean(word_edit_distance(a, b) for a, b in zip(ans, base))
+            if name in applied:
+                score.applied = applied[name][s]
             scopes[s] = score
         conditions[name] = ConditionResult(name=name, kind=kind, adapter_dir=adapter_dir, scopes=scopes,
                                            answers=answers, effects=effects, seconds=round(seconds, 3))

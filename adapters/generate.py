@@ -196,9 +196,13 @@ def generate_file(
     model, tokenizer = load_for_generation(model_spec, Path(cache_dir), adapter)
     inside = [True] * len(conversations)
     if adapter is not None and not everywhere and (Path(adapter) / SCOPE).is_file():
+        from policies.corpus import load_corpus
         from policies.encoder import load_encoder
+        from policies.scope_model import ScopeModels
 
-        scope = AdapterScope.read(adapter).compile(load_encoder(encoder, cache_dir).embed_one)
+        scope_file = AdapterScope.read(adapter)
+        enc = load_encoder(encoder, cache_dir)
+        scope = scope_file.compile(enc.embed_one, ScopeModels(enc, load_corpus(enc)).score if scope_file.domains else None)
         inside = [scope.covers(last_user_text(c)) for c in conversations]
     answers: list[str] = [""] * len(conversations)
     for applied in (True, False):

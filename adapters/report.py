@@ -29,6 +29,8 @@ class ScopeScore(BaseModel):
     identical: float | None = Field(None, description="share of greedy answers identical to the base model's "
                                     "(1 - changed): what a constraint exists to keep")
     edit_distance: float | None = Field(None, description="mean normalised word edit distance to the base answer")
+    applied: float | None = Field(None, description="share of prompts the adapter answered as served (inside its "
+                                  "version's scope; None: judged everywhere)")
 
 
 class ConditionResult(BaseModel):

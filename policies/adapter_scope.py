@@ -14,9 +14,14 @@ train split, `bench/corrections_recipe.py --similarity`: paraphrases 0.59 at the
 unrelated requests 0.26 at the most); they pass the
 scope, and keeping them as they were is the training's anchoring's job.
 
-A version that learned a principle applies everywhere: a principle's domain is a description,
-and its scope model (policies.scope_model) misses a third of in-scope requests, which would cut
-the rule where it belongs. So does an adapter registered by hand (no scope.json).
+A version that learned principles also carries their domains (with the requests their evidence
+came from): a request inside one of them, by the principle's scope model (policies.scope_model,
+the same judgement that puts an in-context principle into a request), is answered by the
+adapter. The adapter alone puts a learned rule on near-scope and unrelated requests too (the
+training's anchoring keeps the greedy answers of few of them), while the scope model keeps
+every unrelated request of the final scope split out and finds 0.89 of the in-scope ones
+(bench/scope.py --split final). A version with a global principle ("all requests") applies
+everywhere; so does an adapter registered by hand (no scope.json).
 """
 
 from __future__ import annotations
@@ -28,17 +33,24 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from policies.scope import is_global
+
 FILE = "scope.json"
 THRESHOLD = 0.45  # encoder cosine to the nearest learned request from which the adapter applies
 
 
+DomainScorer = Callable[[str, str, Sequence[str]], float]  # (domain, request, positives) -> probability
+
+
 @dataclass
 class AdapterScope:
-    """scope.json: {"everywhere": why or null, "requests": [...], "threshold": cosine}."""
+    """scope.json: {"everywhere": why or null, "requests": [...], "threshold": cosine,
+    "domains": [{"domain": ..., "positives": [...]}]}."""
 
     requests: list[str] = field(default_factory=list)
     everywhere: str | None = None
     threshold: float = THRESHOLD
+    domains: list[dict] = field(default_factory=list)  # the principles' domains and their evidence requests
 
     @classmethod
     def anywhere(cls, why: str) -> "AdapterScope":
@@ -56,9 +68,16 @@ class AdapterScope:
             raise ValueError("scope.json: requests is a list of non-empty texts")
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
             raise ValueError("scope.json: threshold is a cosine in [-1, 1]")
-        if everywhere is None and not requests:
-            raise ValueError("scope.json: a scope names its requests, or why it applies everywhere")
-        return cls(requests=list(dict.fromkeys(requests)), everywhere=everywhere, threshold=float(threshold))
+        domains = data.get("domains", [])
+        if not isinstance(domains, list) or not all(
+                isinstance(d, dict) and isinstance(d.get("domain"), str) and d["domain"].strip()
+                and isinstance(d.get("positives", []), list) and all(isinstance(q, str) for q in d.get("positives", []))
+                for d in domains):
+            raise ValueError('scope.json: domains is a list of {"domain": text, "positives": [texts]}')
+        if everywhere is None and not requests and not domains:
+            raise ValueError("scope.json: a scope names its requests or domains, or why it applies everywhere")
+        return cls(requests=list(dict.fromkeys(requests)), everywhere=everywhere, threshold=float(threshold),
+                   domains=[{"domain": d["domain"], "positives": list(d.get("positives", []))} for d in domains])
 
     @classmethod
     def read(cls, adapter_dir: Path | str) -> "AdapterScope":
@@ -72,11 +91,17 @@ class AdapterScope:
         (Path(adapter_dir) / FILE).write_text(json.dumps(self.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
 
     def to_json(self) -> dict:
-        return {"everywhere": self.everywhere, "requests": self.requests, "threshold": self.threshold}
+        out = {"everywhere": self.everywhere, "requests": self.requests, "threshold": self.threshold}
+        if self.domains:
+            out["domains"] = self.domains
+        return out
 
-    def compile(self, embed: Callable[[str], np.ndarray]) -> "CompiledScope":
-        vectors = np.stack([embed(q) for q in self.requests]) if self.everywhere is None else None
-        return CompiledScope(self, vectors, embed)
+    def compile(self, embed: Callable[[str], np.ndarray], domain_score: DomainScorer | None = None) -> "CompiledScope":
+        """With the encoder's `embed` and, for a scope with domains, `domain_score` (the scope
+        models' probability; without one such a scope's domains cover every request)."""
+        vectors = (np.stack([embed(q) for q in self.requests])
+                   if self.everywhere is None and self.requests else None)
+        return CompiledScope(self, vectors, embed, domain_score)
 
 
 @dataclass
@@ -84,26 +109,42 @@ class CompiledScope:
     """A scope with its requests' vectors (unit length, as policies.encoder gives them)."""
 
     scope: AdapterScope
-    vectors: np.ndarray | None  # Shape: (requests, dim); None when the adapter applies everywhere
+    vectors: np.ndarray | None  # Shape: (requests, dim); None when it names no request
     embed: Callable[[str], np.ndarray] = field(repr=False)
+    domain_score: DomainScorer | None = field(default=None, repr=False)
 
     def similarity(self, request: str) -> float:
         """Cosine of a request to the nearest learned one (1.0 for a scope that is everywhere)."""
-        if self.vectors is None:
+        if self.scope.everywhere is not None:
             return 1.0
-        return float((self.vectors @ self.embed(request)).max()) if request.strip() else 0.0
+        if self.vectors is None or not request.strip():
+            return 0.0
+        return float((self.vectors @ self.embed(request)).max())
+
+    def in_domain(self, request: str) -> bool:
+        """Is the request inside one of the learned principles' domains?"""
+        if not self.scope.domains:
+            return False
+        if self.domain_score is None:
+            return True
+        return any(self.domain_score(d["domain"], request, tuple(d["positives"])) >= 0.5 for d in self.scope.domains)
 
     def covers(self, request: str) -> bool:
         """Does the adapter answer this request (its last user turn)?"""
-        return self.vectors is None or self.similarity(request) >= self.scope.threshold
+        if self.scope.everywhere is not None:
+            return True
+        return self.similarity(request) >= self.scope.threshold or self.in_domain(request)
 
 
-def version_scope(principles: Sequence[str], requests: Sequence[str], threshold: float = THRESHOLD) -> AdapterScope:
-    """The scope of a version trained on `principles` (ids) and on rows of `requests` (the
-    requests of its corrections, complaints and thumbs)."""
-    if principles:
-        return AdapterScope.anywhere(f"it learned principles ({', '.join(principles)}), whose domains are descriptions")
+def version_scope(principles: Sequence[dict], requests: Sequence[str], threshold: float = THRESHOLD) -> AdapterScope:
+    """The scope of a version trained on `principles` ({"id", "domain", "positives": the requests
+    its evidence came from}) and on rows of `requests` (the requests of its corrections,
+    complaints and thumbs)."""
+    wide = [p["id"] for p in principles if not p.get("domain") or is_global(p["domain"])]
+    if wide:
+        return AdapterScope.anywhere(f"it learned principles for every request ({', '.join(wide)})")
     kept = [q for q in dict.fromkeys(requests) if q.strip()]
-    if not kept:
+    domains = [{"domain": p["domain"], "positives": sorted(dict.fromkeys(p.get("positives") or []))} for p in principles]
+    if not kept and not domains:
         return AdapterScope.anywhere("it names no request it learned from")
-    return AdapterScope(requests=kept, threshold=threshold)
+    return AdapterScope(requests=kept, threshold=threshold, domains=domains)

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
 
     encoder: str | None = Field(None, description="Sentence encoder: a local sentence-transformers directory; unset = the embedded all-MiniLM-L6-v2.")
     scope_matcher: Literal["encoder", "lexical"] = Field("encoder", description="Which requests an in-context principle covers: its scope model on the sentence encoder, or word overlap with its domain.")
-    adapter_scope: bool = Field(True, description="Answer a request with a version's adapter only if it is within the version's scope (scope.json: the requests a version that learned only corrections, complaints and thumbs learned from, by encoder cosine); else with the base weights. Off: the adapter answers every request.")
+    adapter_scope: bool = Field(True, description="Answer a request with a version's adapter only if it is within the version's scope (scope.json: the requests its corrections, complaints and thumbs came from, by encoder cosine, and its principles' domains, by their scope models); else with the base weights. Off: the adapter answers every request.")
     natural_detector: Literal["encoder", "rules"] = Field("encoder", description="Natural feedback without a capable teacher: the classifier on encoder features (refitted with operators' labels), or the phrase rules alone.")
     teacher: str = Field("local", description="Teacher LLM: 'local' (the served model; rules decide where it is too weak), 'none', or a LangChain chat model class such as 'langchain_openai.ChatOpenAI'.")
     teacher_args: str = Field("", description='JSON keyword arguments for the teacher class, e.g. {"model": "gpt-4o-mini", "base_url": "http://..."}.')

@@ -134,6 +134,9 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
     models = ScopeModels(encoder, load_corpus(encoder))
     evaluation = load_corpus(encoder, EVALUATION)
 
+    # The requests each principle's evidence came from: its own examples of its domain.
+    evidence = {p["id"]: tuple(sorted({e["prompt"] for e in book.evidence(p) if e.get("prompt")})) for p in carried}
+
     # 1. One data set per principle, kept across jobs while the principle says the same thing.
     datasets: dict[str, SynthesisResult] = {}
     for p in carried:
@@ -149,7 +152,7 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
         # model: the new adapter is trained from the base, and the serving version's answers
         # already follow the rule, so they would leave no pair to learn from.
         gen = generate_fn if active is None or p["id"] in new_ids else base_generate_fn
-        positives = tuple(sorted({e["prompt"] for e in book.evidence(p) if e.get("prompt")}))
+        positives = evidence[p["id"]]
         train_corpus, eval_sets = corpus_prompts(p, models, evaluation, positives, recipe.synthesis.n_eval,
                                                  recipe.synthesis.seed)
         result = build_dataset(p, gen, teacher, logged, recipe,
@@ -208,9 +211,11 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
                                 unpaired=thumbs["unpaired"], kto_weights=None if set_by_job else thumbs["weights"])
         write_atomic(work / f"train-{key}.json", json.dumps(trained.__dict__, default=str, indent=1))
     # Where the adapter answers (policies.adapter_scope): beside it, so registration keeps it.
-    scope = version_scope([p["id"] for p in carried],
+    scope = version_scope([{"id": p["id"], "domain": p["domain"], "positives": evidence[p["id"]]} for p in carried],
                           [last_user_text(r["prompt"]) for r in corrections["pairs"] + thumbs["unpaired"]])
     scope.write(adapter_dir)
+    # The candidate is judged as it will be served: the base weights outside its scope.
+    served = scope.compile(encoder.embed_one, models.score) if settings.adapter_scope else None
 
     # 3. Evaluation per principle; the adapter is a candidate only if every principle passes.
     reports, passed_all = {}, True
@@ -235,7 +240,8 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
                   if has_eval else "the training prompts themselves (nothing else was available)")
         report, verdict = evaluate(model, tok, {"adapter": adapter_dir}, p, data.eval_prompts if has_eval else data.prompts,
                                    recipe, judge=teacher, candidate="adapter", progress=progress, prompt_source=source,
-                                   generate_fn=remote.evaluation_fn() if remote is not None else None)
+                                   generate_fn=remote.evaluation_fn() if remote is not None else None,
+                                   served=served.covers if served is not None else None)
         report.write(rdir, verdict)
         reports[p["id"]] = json.loads((rdir / "report.json").read_text())
         passed_all &= verdict[0]
@@ -248,7 +254,7 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
             stage("evaluate corrections")
             corrections_report = evaluate_corrections(
                 model, tok, adapter_dir, corrections["evaluation"], recipe.gate, progress=progress,
-                scope=scope.compile(encoder.embed_one) if settings.adapter_scope else None,
+                scope=served,
                 generate_fn=remote.evaluation_fn() if remote is not None else None)
             rdir.mkdir(parents=True, exist_ok=True)
             (rdir / "report.md").write_text(report_markdown(corrections_report), encoding="utf-8")

@@ -99,14 +99,14 @@ def train_adapter(recipe: Recipe, preferences: list[dict], constraints: list[dic
 def evaluate(model, tokenizer, adapters: Mapping[str, Path | str], principle, prompts, recipe: Recipe, judge=None, *,
              candidate: str | None = None, comparison: str | None = None, max_new_tokens: int = 64,
              batch_size: int = 16, progress: bool = False, prompt_source: str | None = None,
-             generate_fn=None) -> tuple[EvalReport, tuple[bool, list[str]]]:
+             generate_fn=None, served=None) -> tuple[EvalReport, tuple[bool, list[str]]]:
     """The base model, in-context prompting and every adapter on `prompts` (held out from training),
     and the gate's verdict on `candidate` (default: the last adapter). `prompt_source` says in the
-    report where the prompts came from. `generate_fn`: generate on the serving engine instead
-    (adapters.evaluate.evaluate_conditions)."""
+    report where the prompts came from. `generate_fn`: generate on the serving engine instead;
+    `served(request)`: where the adapters answer as served (adapters.evaluate.evaluate_conditions)."""
     report = evaluate_conditions(model, tokenizer, principle, prompts, dict(adapters), judge, comparison=comparison,
                                  max_new_tokens=max_new_tokens, batch_size=batch_size, candidate=candidate,
-                                 progress=progress, generate_fn=generate_fn)
+                                 progress=progress, generate_fn=generate_fn, served=served)
     report.prompt_source = prompt_source
     verdict = gate(report, recipe.gate) if adapters else (False, ["fail: no adapter trained"])
     return report, verdict

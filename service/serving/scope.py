@@ -7,9 +7,10 @@ The encoder, the corpus vectors and the models are loaded in a background thread
 encoder cannot load, the lexical score decides, and the log says so once. A request is embedded
 at most once (the vector is cached by text), in the worker thread that prepares the request.
 
-The same encoder decides whether a version's adapter answers a request at all: a version that
-learned only corrections, complaints and thumbs carries the requests it learned from
-(policies.adapter_scope), and a request far from all of them is answered by the base weights.
+The same encoder decides whether a version's adapter answers a request at all: a version
+carries the requests its corrections, complaints and thumbs came from and the domains of its
+principles (policies.adapter_scope), and a request far from all of those requests and outside
+all of those domains (by the same scope models) is answered by the base weights.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class ServingScope:
         self.encoder = None  # also what adapter scopes embed with (policies.adapter_scope)
         self._adapter_scopes: dict[str, AdapterScope] = {}  # version id -> its scope.json
         self._compiled_scopes: dict[str, CompiledScope] = {}  # version id -> its scope with vectors
+        self._version_models: ScopeModels | None = None  # for version scopes, when in-context matching is lexical
         self._warned_no_encoder = False
         self.error: str | None = None
         self._evidence: dict[str, tuple[str, ...]] = {}  # domain -> requests its principles came from
@@ -120,8 +122,17 @@ class ServingScope:
                     log.warning("no sentence encoder (%s): scoped versions answer with the base weights",
                                 self.error or "still loading")
                 return False
-            compiled = self._compiled_scopes[version_id] = scope.compile(self.encoder.embed_one)
+            compiled = self._compiled_scopes[version_id] = scope.compile(
+                self.encoder.embed_one, self._domain_models().score if scope.domains else None)
         return compiled.covers(last_user_text(messages))
+
+    def _domain_models(self) -> ScopeModels:
+        """The scope models that judge a version's principle domains: the in-context matcher's,
+        or (when in-context principles are matched lexically) a set of their own."""
+        with self._lock:
+            if self.models is None and self._version_models is None:
+                self._version_models = ScopeModels(self.encoder, load_corpus(self.encoder))
+            return self.models or self._version_models
 
     def applicable(self, principles: list[dict], messages: list[dict]) -> list[dict]:
         """The principles whose domain covers this request (judged on its last user turn)."""

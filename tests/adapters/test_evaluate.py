@@ -89,6 +89,22 @@ class ZebraJudge(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=answer))])
 
 
+def test_an_adapter_is_judged_as_served_inside_its_scope(tiny):
+    model, tok, adapter = tiny
+    inside = {"How do I plant tulips?", "How do I cook rice?"}
+    report = evaluate_conditions(model, tok, GARDEN, PROMPTS, {"adapter": adapter}, max_new_tokens=6, batch_size=4,
+                                 served=lambda q: q in inside)
+    assert list(report.conditions) == ["base", "in_context", "adapter everywhere", "adapter"]
+    assert report.candidate == "adapter"
+    served, alone, base = (report.conditions[n] for n in ("adapter", "adapter everywhere", "base"))
+    for s in ("in_scope", "near_scope", "out_of_scope"):
+        for q, a, b, e in zip(PROMPTS[s], served.answers[s], base.answers[s], alone.answers[s]):
+            assert a == (e if q in inside else b)  # the adapter's answer inside the scope, the base's outside
+    assert served.scopes["in_scope"].applied == 0.5 and served.scopes["near_scope"].applied == 1.0
+    assert served.scopes["out_of_scope"].applied == 0.0 and served.scopes["out_of_scope"].identical == 1.0
+    assert alone.scopes["out_of_scope"].applied is None and alone.scopes["out_of_scope"].identical < 1.0
+
+
 def test_unparseable_judge_verdicts_are_counted_and_kept(tiny):
     model, tok, adapter = tiny
     principle = {"text": "Talk like a pirate about cars", "domain": "cars", "effect": "speak like a pirate"}

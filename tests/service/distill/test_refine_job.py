@@ -50,7 +50,15 @@ def test_job_distils_an_approved_principle_into_a_candidate(env):
     report_dir = settings.data_dir / "jobs" / job["id"] / "reports" / key / p["id"]
     assert {f.name for f in report_dir.iterdir()} >= {"report.json", "report.md", "report.png"}
     report = json.loads((report_dir / "report.json").read_text())
-    assert set(report["conditions"]) == {"base", "in_context", "adapter"} and "gate" in report
+    # Judged as served (the adapter inside the version's scope: the principle's domain), with the
+    # adapter on every prompt beside it.
+    assert set(report["conditions"]) == {"base", "in_context", "adapter", "adapter everywhere"} and "gate" in report
+    assert report["candidate"] == "adapter"
+    applied = {s: report["conditions"]["adapter"]["scopes"][s]["applied"] for s in ("in_scope", "out_of_scope")}
+    assert applied["in_scope"] > 0.5 and applied["out_of_scope"] == 0.0
+    adapter_dir = settings.data_dir / "jobs" / job["id"] / f"adapter-{key}"
+    scope = json.loads((adapter_dir / "scope.json").read_text())
+    assert scope["everywhere"] is None and scope["domains"] == [{"domain": "gardening", "positives": []}]
     # The job's recipe (service.distill.recipe.RECIPE) under the params given.
     trained = json.loads((settings.data_dir / "jobs" / job["id"] / f"adapter-{key}" / "training_config.json").read_text())
     assert trained["constraint_reduction"] == "sum" and trained["epochs"] == 1

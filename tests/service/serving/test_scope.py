@@ -42,3 +42,17 @@ def test_with_the_encoder_the_scope_decides(tmp_path, semantic_models):
     scope.encoder = semantic_models
     assert scope.adapter_applies("refinery@v1", scoped, Q) is True
     assert scope.adapter_applies("refinery@v1", scoped, [{"role": "user", "content": "Write a haiku about tea."}]) is False
+
+
+def test_a_principle_version_answers_inside_its_domains(tmp_path, semantic_models):
+    """A version that learned a principle: its adapter answers the domain's requests, by the scope
+    model, also where in-context principles are matched lexically; the base weights elsewhere."""
+    learned = tmp_path / "learned"
+    learned.mkdir()
+    AdapterScope(domains=[{"domain": "questions about astronomy", "positives": []}]).write(learned)
+    scope = serving_scope(tmp_path / "data", scope_matcher="lexical")
+    scope.encoder = semantic_models
+    ask = lambda q: scope.adapter_applies("refinery@v3", learned, [{"role": "user", "content": q}])  # noqa: E731
+    assert ask("Why do stars twinkle at night?") is True
+    assert ask("What sign is compatible with a Scorpio?") is False
+    assert ask("Write a haiku about tea.") is False
