@@ -234,7 +234,9 @@ def refine_job(settings: Settings, store: Store, job: dict, beat: Callable[[str]
         # The evaluation corpus's requests (another source than the training prompts); the
         # training prompts only if there are none, and the report says so.
         has_eval = data.eval_prompts is not None and bool(data.eval_prompts.in_scope)
+        written = data.eval_prompts.sources.get("in_scope", {}).get("templates", 0) if has_eval else 0
         source = (("the evaluation corpus, written independently of the training prompts"
+                   + (f" (in scope: {written} of the template generator's, for a domain that names a person)" if written else "")
                    if data.eval_prompts.generator == "corpus" else
                    f"held-out prompts of the training generator ({data.eval_prompts.generator})")
                   if has_eval else "the training prompts themselves (nothing else was available)")

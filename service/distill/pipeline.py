@@ -22,6 +22,7 @@ from adapters.train import TrainResult, train
 from policies.corpus import Corpus
 from policies.scope import is_global
 from policies.scope_model import ScopeModels
+from policies.synthesis.templates import template_prompts
 from policies.synthesis import GenerateBatchFn, PromptSets, SynthesisResult, synthesize, synthesize_from_prompts
 from policies.text import last_user_text
 from service.distill.recipe import Recipe
@@ -35,7 +36,11 @@ def corpus_prompts(principle, models: ScopeModels, evaluation: Corpus | None, po
     domain, those of its closest topics that the model keeps out (near scope), and requests of
     all other topics it keeps clearly out. Evaluation: the same from the evaluation corpus, which
     was written independently of the training one, by topic (so its in-scope requests do not
-    depend on the scope model having judged them)."""
+    depend on the scope model having judged them). A domain that names a person ("texts to my
+    sister Priya") is evaluated on the corpus requests that point at that person, topped up to
+    `n_eval` with the template generator's (the corpus's "text messages" are to anyone, and a
+    version answers those with the base weights: measured, its gate read in-scope adherence 0.10
+    on them while the candidate passed the rule on 63 % of real requests to Priya)."""
     domain = principle["domain"] if isinstance(principle, dict) else principle.domain
     rng = random.Random(seed)
 
@@ -50,9 +55,16 @@ def corpus_prompts(principle, models: ScopeModels, evaluation: Corpus | None, po
         near = np.isin(corpus.topics, model.near_topics) & (p < model.threshold)
         out = ~inside & ~np.isin(corpus.topics, model.near_topics) & (p < 0.2)
         pick = lambda mask: rng.sample([q for q, m in zip(prompts, mask) if m], k=min(int(mask.sum()), n or int(mask.sum())))  # noqa: E731
-        return PromptSets(in_scope=pick(inside), near_scope=pick(near), out_of_scope=pick(out),
+        in_sources = {corpus.name: int(inside.sum())}
+        in_scope = pick(inside)
+        if model.audience is not None and n is not None:
+            in_scope = [q for q in in_scope if model.score(q, corpus.vectors[prompts.index(q)]) >= model.threshold]
+            written = [q for q in template_prompts(domain, n, 0, seed)[0] if q not in in_scope][: max(0, n - len(in_scope))]
+            in_sources = {corpus.name: len(in_scope), "templates": len(written)}
+            in_scope += written
+        return PromptSets(in_scope=in_scope, near_scope=pick(near), out_of_scope=pick(out),
                           categories=list(model.topics) + list(model.near_topics), generator="corpus",
-                          sources={"in_scope": {corpus.name: int(inside.sum())}})
+                          sources={"in_scope": in_sources})
 
     train = sets(models.corpus, None)
     return train, (sets(evaluation, n_eval) if evaluation is not None else None)

@@ -107,3 +107,13 @@ NAMED = [
 @pytest.mark.parametrize("domain, request_text, inside", NAMED)
 def test_scope_of_a_named_person(models, domain, request_text, inside):
     assert (models.score(domain, request_text) >= 0.5) is inside
+
+
+def test_the_two_corpora_share_no_request():
+    """The evaluation corpus grades adapters trained on the training corpus: no request is in both."""
+    import json
+
+    from policies.corpus import EVALUATION, TRAINING
+
+    read = lambda p: {json.loads(line)["prompt"].strip().lower() for line in p.read_text().splitlines() if line.strip()}  # noqa: E731
+    assert not read(TRAINING) & read(EVALUATION)
