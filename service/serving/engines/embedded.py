@@ -27,6 +27,7 @@ from adapters.registry import check_loadable
 from service.serving.engines.base import Delta, Engine, Event, Failed, Finished, GenJob
 from service.serving.slots import AdapterSlots, PreparedAdapter, prepare_adapter
 
+MIN_TEMPERATURE = 1e-3  # a request's temperature below this decodes greedily (1e-38 made logits inf: a 500)
 log = logging.getLogger(__name__)
 
 
@@ -407,8 +408,9 @@ class EmbeddedEngine(Engine):
 
     @staticmethod
     def _sample(logits: torch.Tensor, job: GenJob, generator) -> int:
-        """Shape: logits (vocab,). Greedy at temperature 0, else temperature + nucleus."""
-        if job.temperature <= 0:
+        """Shape: logits (vocab,). Greedy at temperature 0 (and below MIN_TEMPERATURE, where sampling
+        is greedy in all but name and logits / temperature overflows), else temperature + nucleus."""
+        if job.temperature < MIN_TEMPERATURE:
             return int(torch.argmax(logits))
         probs = torch.softmax(logits / job.temperature, dim=-1)
         if job.top_p < 1.0:

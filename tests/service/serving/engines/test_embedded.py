@@ -362,3 +362,12 @@ def test_a_request_with_unusable_settings_fails_alone(engine):
     assert done.wait(30)
     assert isinstance(events["good"][-1], Finished)
     assert isinstance(events["bad"][-1], Failed) and "bad request" in events["bad"][-1].message
+
+
+def test_a_vanishing_temperature_decodes_greedily(engine):
+    """A temperature of 1e-38 (found by the API fuzzer) made logits / temperature overflow and the
+    request fail with a 500; below MIN_TEMPERATURE decoding is greedy, as it is in the limit."""
+    ids = engine.encode_chat([{"role": "user", "content": "Pick a word"}])
+    tiny = run(engine, [GenJob(ids, 8, temperature=1.175494351e-38, seed=1)])[0]
+    greedy = run(engine, [GenJob(ids, 8)])[0]
+    assert tiny.finish_reason in ("stop", "length") and tiny.text == greedy.text
