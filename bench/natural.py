@@ -7,7 +7,7 @@
     python bench/natural.py --teacher local --force-llm       # the embedded 135M model as classifier
 
 Runs `refinery mine` (the command, in a subprocess) with `--detector rules` and `--detector
-encoder` on bench/data/natural_labelled.jsonl and natural_final3.jsonl and scores every labelled turn: polarity accuracy,
+encoder` on bench/data/natural_labelled.jsonl and natural_final4.jsonl and scores every labelled turn: polarity accuracy,
 per-category precision / recall / F1 and macro-F1 over the six categories, principle precision /
 recall, and the token F1 of the span where both gold and prediction have one. Every predicted
 span is also checked to be a verbatim substring of its turn.
@@ -22,8 +22,11 @@ was written after that tuning had ended and scored once; it then joined the trai
 scored here. `final2` (172 turns) was written by yet another hand before that round and scored
 once after it; it then joined the corpus too (`train-v4-final2`, with 190 contrast pairs that
 differ only in whether the last turn re-asks the question or moves on). `final3` (173 turns),
-by a fifth hand who saw neither the classifier nor its corpus, was written before that round
-and scored once after it. None of the scored splits is in the training corpus. Prints a table per detector; writes
+by a fifth hand, was written before that round and scored once after it, then joined the corpus
+(`train-v5-final3`) as the principle threshold was chosen. `final4` (141 turns, with one-off
+corrections that look like rules), by a sixth hand who saw neither the classifier nor its
+corpus, was written before that change and scored once after it. None of the scored splits is
+in the training corpus. Prints a table per detector; writes
 bench/results/natural.json (with every mistake, for reading).
 """
 
@@ -45,9 +48,9 @@ sys.path.insert(0, str(ROOT))
 from policies.natural import CATEGORIES  # noqa: E402
 
 DATA = ROOT / "bench" / "data" / "natural_labelled.jsonl"
-FINAL = ROOT / "bench" / "data" / "natural_final3.jsonl"  # the `final3` split, in a file of its own
+FINAL = ROOT / "bench" / "data" / "natural_final4.jsonl"  # the `final4` split, in a file of its own
 RESULTS = ROOT / "bench" / "results" / "natural.json"
-SPLITS = ("heldout2", "test", "final3")
+SPLITS = ("heldout2", "test", "final4")
 
 
 def prf(tp: int, fp: int, fn: int) -> dict:

@@ -392,20 +392,20 @@ def test_result_model_round_trips():
 
 
 def test_bench_data_is_consistent():
-    """bench/data/natural_labelled.jsonl and natural_final3.jsonl: every judged turn labelled once,
+    """bench/data/natural_labelled.jsonl and natural_final4.jsonl: every judged turn labelled once,
     valid values, spans verbatim, and enough of every category for per-category figures to mean
     something."""
     from collections import Counter
 
     from policies.natural import CATEGORIES, POLARITIES
 
-    rows = [json.loads(line) for name in ("natural_labelled", "natural_final3")
+    rows = [json.loads(line) for name in ("natural_labelled", "natural_final4")
             for line in (REPO / "bench" / "data" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert {r["split"] for r in rows} == {"heldout2", "test", "final3"}
+    assert {r["split"] for r in rows} == {"heldout2", "test", "final4"}
     assert len(rows) >= 60 and len({r["id"] for r in rows}) == len(rows)
     counts, principles = Counter(), 0
     for r in rows:
-        assert r["split"] in ("heldout2", "test", "final3")
+        assert r["split"] in ("heldout2", "test", "final4")
         assert sorted(lab["turn"] for lab in r["labels"]) == feedback_turns(r["messages"]), r["id"]
         for lab in r["labels"]:
             turn = r["messages"][lab["turn"]]["content"]

@@ -87,7 +87,7 @@ def test_no_scored_split_is_in_the_corpus():
     """bench/natural.py scores splits the classifier never trained on: none of their labelled turns
     (in their conversations) is in the shipped corpus."""
     bench = Path(__file__).resolve().parents[2] / "bench" / "data"
-    scored = [row for name in ("natural_labelled.jsonl", "natural_final3.jsonl") for row in read_rows(bench / name)]
+    scored = [row for name in ("natural_labelled.jsonl", "natural_final4.jsonl") for row in read_rows(bench / name)]
     corpus = {(e.previous, e.answer, e.turn) for e in examples_from_rows(read_rows(CORPUS))}
     held = [(e.previous, e.answer, e.turn) for e in examples_from_rows(scored)]
     assert len(held) > 300
